@@ -1,0 +1,473 @@
+//! Checking an answer's citations against the passages that were in the prompt.
+//!
+//! A small model invents passage numbers and often forgets markers
+//! altogether. Markers that name no passage are removed (a citation the user
+//! cannot follow is worse than none), and a sentence without a marker is
+//! cited only where one passage contains most of its content words. Nothing
+//! here trusts the model: every citation that comes out points at a passage
+//! that exists, and every added one is backed by lexical overlap.
+
+use std::collections::HashSet;
+
+use crate::{Citation, Passage};
+
+/// Share of a sentence's content words a passage must contain to support it.
+const MIN_SUPPORT: f64 = 0.5;
+
+/// Words too common to say where a sentence came from.
+const STOPWORDS: &[&str] = &[
+    "about", "after", "all", "also", "and", "answer", "any", "are", "because", "been", "before",
+    "being", "both", "but", "can", "could", "did", "does", "each", "for", "from", "had", "has",
+    "have", "her", "here", "his", "how", "into", "its", "just", "may", "more", "most", "not",
+    "now", "only", "other", "our", "out", "over", "passage", "passages", "question", "she",
+    "should", "some", "such", "than", "that", "the", "their", "them", "then", "there", "these",
+    "they", "this", "those", "too", "very", "was", "were", "what", "when", "where", "which",
+    "while", "who", "will", "with", "would", "yes", "you", "your",
+];
+
+/// Resolves the `[n]` markers of `answer` against `passages`, the passages
+/// that were in the prompt (`[n]` is `passages[n - 1]`).
+///
+/// Returns the answer with out-of-range markers removed and supported
+/// uncited sentences cited, the citations in order of first appearance
+/// (once per passage), and the out-of-range numbers that were dropped (once
+/// each, in order of appearance).
+pub(crate) fn resolve_citations(
+    answer: &str,
+    passages: &[Passage],
+) -> (String, Vec<Citation>, Vec<u32>) {
+    let (text, dropped) = drop_invalid_markers(answer, passages.len());
+    let text = cite_supported_sentences(&text, passages);
+    let mut seen = HashSet::new();
+    let citations = markers(&text)
+        .into_iter()
+        .flat_map(|m| m.numbers)
+        .filter(|&n| seen.insert(n))
+        .filter_map(|n| {
+            let p = passages.get(usize::try_from(n).ok()?.checked_sub(1)?)?;
+            Some(Citation {
+                n,
+                path: p.path.clone(),
+                start_line: p.start_line,
+                end_line: p.end_line,
+                text: p.text.clone(),
+            })
+        })
+        .collect();
+    (text, citations, dropped)
+}
+
+/// A citation marker: `[1]`, `[1, 2]`, `[1,2]`; `[1][2]` is two markers.
+#[derive(Debug, PartialEq, Eq)]
+struct Marker {
+    start: usize,
+    end: usize,
+    numbers: Vec<u32>,
+}
+
+/// Parses a marker starting at byte `start` of `text` (which must be `[`).
+fn parse_marker(text: &str, start: usize) -> Option<Marker> {
+    let bytes = text.as_bytes();
+    let mut i = start + 1;
+    let mut numbers = Vec::new();
+    loop {
+        while bytes.get(i) == Some(&b' ') {
+            i += 1;
+        }
+        let digits_start = i;
+        while bytes.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        // More than nine digits is not a passage number (and would not fit).
+        if i == digits_start || i - digits_start > 9 {
+            return None;
+        }
+        numbers.push(text[digits_start..i].parse().ok()?);
+        while bytes.get(i) == Some(&b' ') {
+            i += 1;
+        }
+        match bytes.get(i) {
+            Some(b',') => i += 1,
+            Some(b']') => {
+                return Some(Marker {
+                    start,
+                    end: i + 1,
+                    numbers,
+                });
+            }
+            _ => return None,
+        }
+    }
+}
+
+fn markers(text: &str) -> Vec<Marker> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some(off) = text[i..].find('[') {
+        let start = i + off;
+        match parse_marker(text, start) {
+            Some(m) => {
+                i = m.end;
+                out.push(m);
+            }
+            None => i = start + 1,
+        }
+    }
+    out
+}
+
+fn is_valid(n: u32, n_passages: usize) -> bool {
+    n >= 1 && usize::try_from(n).is_ok_and(|n| n <= n_passages)
+}
+
+/// Removes out-of-range numbers from markers, and markers left empty.
+fn drop_invalid_markers(answer: &str, n_passages: usize) -> (String, Vec<u32>) {
+    let mut out = String::with_capacity(answer.len());
+    let mut dropped: Vec<u32> = Vec::new();
+    let mut last = 0;
+    let mut skip_space = false;
+    for m in markers(answer) {
+        let before = &answer[last..m.start];
+        out.push_str(if skip_space {
+            before.strip_prefix(' ').unwrap_or(before)
+        } else {
+            before
+        });
+        skip_space = false;
+        let mut valid: Vec<u32> = Vec::new();
+        for &n in &m.numbers {
+            if is_valid(n, n_passages) {
+                if !valid.contains(&n) {
+                    valid.push(n);
+                }
+            } else {
+                tracing::info!(
+                    marker = n,
+                    n_passages,
+                    "dropping citation of a passage not in the prompt"
+                );
+                if !dropped.contains(&n) {
+                    dropped.push(n);
+                }
+            }
+        }
+        if valid.is_empty() {
+            // Take one space with the marker so "word [9]." becomes "word.".
+            if out.ends_with(' ') {
+                out.pop();
+            } else {
+                skip_space = true;
+            }
+        } else if valid == m.numbers {
+            out.push_str(&answer[m.start..m.end]);
+        } else {
+            let list: Vec<String> = valid.iter().map(u32::to_string).collect();
+            out.push('[');
+            out.push_str(&list.join(", "));
+            out.push(']');
+        }
+        last = m.end;
+    }
+    let rest = &answer[last..];
+    out.push_str(if skip_space {
+        rest.strip_prefix(' ').unwrap_or(rest)
+    } else {
+        rest
+    });
+    (out, dropped)
+}
+
+/// Byte ranges of the sentences of `text`. A sentence ends at a newline or
+/// after `.`, `!` or `?` followed by whitespace; markers right after the end
+/// ("Foo. [1]") belong to the sentence before them.
+fn sentences(text: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let ends = c == b'\n'
+            || (matches!(c, b'.' | b'!' | b'?')
+                && bytes.get(i + 1).is_none_or(u8::is_ascii_whitespace));
+        if !ends {
+            i += 1;
+            continue;
+        }
+        let mut end = if c == b'\n' { i } else { i + 1 };
+        if c != b'\n' {
+            // Swallow trailing markers: " [1]" or " [1][2]".
+            let mut j = end;
+            loop {
+                let k = j + text[j..].len() - text[j..].trim_start_matches(' ').len();
+                match (bytes.get(k) == Some(&b'['))
+                    .then(|| parse_marker(text, k))
+                    .flatten()
+                {
+                    Some(m) => {
+                        j = m.end;
+                        end = m.end;
+                    }
+                    None => break,
+                }
+            }
+        }
+        out.push((start, end));
+        start = end;
+        i = end.max(i + 1);
+    }
+    if start < text.len() {
+        out.push((start, text.len()));
+    }
+    out.retain(|&(s, e)| !text[s..e].trim().is_empty());
+    out
+}
+
+fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+}
+
+fn content_words(sentence: &str) -> HashSet<String> {
+    words(sentence)
+        .filter(|w| w.chars().count() >= 3 && !STOPWORDS.contains(&w.as_str()))
+        .collect()
+}
+
+/// Whether `have` holds `word` or a plural/singular form of it, so that
+/// "watches" finds "watch" and "folder" finds "folders" without a stemmer.
+fn contains_form(have: &HashSet<String>, word: &str) -> bool {
+    have.contains(word)
+        || ["s", "es"].iter().any(|suffix| {
+            word.strip_suffix(suffix).is_some_and(|w| have.contains(w))
+                || have.contains(&format!("{word}{suffix}"))
+        })
+}
+
+/// The passage (index) that best supports `sentence`, if it reaches the bar.
+fn best_support(sentence: &str, passage_words: &[HashSet<String>]) -> Option<usize> {
+    let wanted = content_words(sentence);
+    if wanted.is_empty() {
+        return None;
+    }
+    let mut best: Option<(usize, usize)> = None;
+    for (i, have) in passage_words.iter().enumerate() {
+        let hits = wanted.iter().filter(|w| contains_form(have, w)).count();
+        if best.is_none_or(|(_, b)| hits > b) {
+            best = Some((i, hits));
+        }
+    }
+    let (i, hits) = best?;
+    #[allow(clippy::cast_precision_loss)]
+    let share = hits as f64 / wanted.len() as f64;
+    (share >= MIN_SUPPORT).then_some(i)
+}
+
+/// Appends ` [n]` to each sentence without a valid marker that passage `n`
+/// supports.
+fn cite_supported_sentences(text: &str, passages: &[Passage]) -> String {
+    let passage_words: Vec<HashSet<String>> =
+        passages.iter().map(|p| words(&p.text).collect()).collect();
+    let mut inserts: Vec<(usize, String)> = Vec::new();
+    for (start, end) in sentences(text) {
+        let sentence = &text[start..end];
+        let cited = markers(sentence)
+            .iter()
+            .any(|m| m.numbers.iter().any(|&n| is_valid(n, passages.len())));
+        if cited {
+            continue;
+        }
+        let Some(i) = best_support(sentence, &passage_words) else {
+            continue;
+        };
+        // Before the closing punctuation: "It runs [1]." reads as one claim.
+        let body = sentence.trim_end();
+        let at = start
+            + body
+                .strip_suffix(['.', '!', '?', ':', ';'])
+                .map_or(body.len(), str::len);
+        inserts.push((at, format!(" [{}]", i + 1)));
+    }
+    let mut out = text.to_owned();
+    for (at, marker) in inserts.into_iter().rev() {
+        out.insert_str(at, &marker);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn passage(path: &str, text: &str) -> Passage {
+        Passage {
+            path: path.to_owned(),
+            start_line: 1,
+            end_line: 3,
+            text: text.to_owned(),
+        }
+    }
+
+    fn passages() -> Vec<Passage> {
+        vec![
+            passage(
+                "docs/install.md",
+                "Install sovrag with cargo install sovrag. It needs Rust 1.94.",
+            ),
+            passage(
+                "docs/watch.md",
+                "To watch another folder, run `sovrag serve --watch DIR`. Changes are re-indexed.",
+            ),
+        ]
+    }
+
+    #[test]
+    fn valid_marker_is_kept() {
+        let (text, cites, dropped) =
+            resolve_citations("Run sovrag serve --watch DIR [2].", &passages());
+        assert_eq!(text, "Run sovrag serve --watch DIR [2].");
+        assert_eq!(cites.len(), 1);
+        assert_eq!(cites[0].n, 2);
+        assert_eq!(cites[0].path, "docs/watch.md");
+        assert!(dropped.is_empty());
+    }
+
+    #[test]
+    fn out_of_range_marker_is_dropped_and_reported() {
+        let (text, cites, dropped) = resolve_citations("Bananas are yellow [7].", &passages());
+        assert_eq!(text, "Bananas are yellow.");
+        assert!(cites.is_empty());
+        assert_eq!(dropped, vec![7]);
+    }
+
+    #[test]
+    fn zero_is_out_of_range() {
+        let (text, _, dropped) = resolve_citations("[0] Bananas.", &passages());
+        assert_eq!(text, "Bananas.");
+        assert_eq!(dropped, vec![0]);
+    }
+
+    #[test]
+    fn list_marker_is_resolved() {
+        let (text, cites, dropped) = resolve_citations("Both say so [1, 2].", &passages());
+        assert_eq!(text, "Both say so [1, 2].");
+        assert_eq!(cites.iter().map(|c| c.n).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(dropped.is_empty());
+    }
+
+    #[test]
+    fn list_marker_loses_only_its_invalid_numbers() {
+        let (text, cites, dropped) = resolve_citations("Both say so [2, 5,1].", &passages());
+        assert_eq!(text, "Both say so [2, 1].");
+        assert_eq!(cites.iter().map(|c| c.n).collect::<Vec<_>>(), vec![2, 1]);
+        assert_eq!(dropped, vec![5]);
+    }
+
+    #[test]
+    fn adjacent_markers_are_resolved_and_deduplicated() {
+        let (text, cites, _) = resolve_citations("Yes [2][1]. Again [2].", &passages());
+        assert_eq!(text, "Yes [2][1]. Again [2].");
+        assert_eq!(cites.iter().map(|c| c.n).collect::<Vec<_>>(), vec![2, 1]);
+    }
+
+    #[test]
+    fn brackets_that_are_not_markers_are_left_alone() {
+        let (text, cites, dropped) = resolve_citations("Index a[i] or [x, 1].", &passages());
+        assert_eq!(text, "Index a[i] or [x, 1].");
+        assert!(cites.is_empty());
+        assert!(dropped.is_empty());
+    }
+
+    #[test]
+    fn unsupported_sentence_gets_no_citation() {
+        let (text, cites, _) =
+            resolve_citations("Penguins live in Antarctica and eat fish.", &passages());
+        assert_eq!(text, "Penguins live in Antarctica and eat fish.");
+        assert!(cites.is_empty());
+    }
+
+    #[test]
+    fn supported_sentence_gets_the_right_passage() {
+        let (text, cites, _) = resolve_citations(
+            "You run sovrag serve with --watch and the folder. Penguins eat fish.",
+            &passages(),
+        );
+        assert_eq!(
+            text,
+            "You run sovrag serve with --watch and the folder [2]. Penguins eat fish."
+        );
+        assert_eq!(cites.len(), 1);
+        assert_eq!(cites[0].n, 2);
+        assert_eq!(cites[0].path, "docs/watch.md");
+    }
+
+    #[test]
+    fn plural_folding_finds_support() {
+        let (text, _, _) = resolve_citations("It watches other folders", &passages());
+        assert_eq!(text, "It watches other folders [2]");
+    }
+
+    #[test]
+    fn short_answer_is_grounded_on_its_one_content_word() {
+        let (text, cites, _) = resolve_citations("Rust 1.94.", &passages());
+        assert_eq!(text, "Rust 1.94 [1].");
+        assert_eq!(cites[0].n, 1);
+    }
+
+    #[test]
+    fn sentence_of_stopwords_is_not_cited() {
+        let (text, cites, _) = resolve_citations("Yes, you can do that.", &passages());
+        assert_eq!(text, "Yes, you can do that.");
+        assert!(cites.is_empty());
+    }
+
+    #[test]
+    fn singular_finds_plural_and_back() {
+        let ps = [passage("a.md", "Caches are cleared on restart.")];
+        let (text, _, _) = resolve_citations("The cache is cleared.", &ps);
+        assert_eq!(text, "The cache is cleared [1].");
+    }
+
+    #[test]
+    fn cited_sentence_is_not_cited_again() {
+        let (text, cites, _) = resolve_citations(
+            "Install sovrag with cargo. [1] Then watch a folder.",
+            &passages(),
+        );
+        assert_eq!(
+            text,
+            "Install sovrag with cargo. [1] Then watch a folder [2]."
+        );
+        assert_eq!(cites.iter().map(|c| c.n).collect::<Vec<_>>(), vec![1, 2]);
+    }
+
+    #[test]
+    fn dropped_marker_sentence_can_still_be_grounded() {
+        let (text, cites, dropped) =
+            resolve_citations("Install sovrag with cargo [4].", &passages());
+        assert_eq!(text, "Install sovrag with cargo [1].");
+        assert_eq!(cites[0].n, 1);
+        assert_eq!(dropped, vec![4]);
+    }
+
+    #[test]
+    fn multiline_answer_is_split_into_sentences() {
+        let (text, _, _) = resolve_citations(
+            "Steps:\n- install sovrag with cargo\n- watch another folder",
+            &passages(),
+        );
+        assert_eq!(
+            text,
+            "Steps:\n- install sovrag with cargo [1]\n- watch another folder [2]"
+        );
+    }
+
+    #[test]
+    fn no_passages_means_no_citations() {
+        let (text, cites, dropped) = resolve_citations("Something [1].", &[]);
+        assert_eq!(text, "Something.");
+        assert!(cites.is_empty());
+        assert_eq!(dropped, vec![1]);
+    }
+}

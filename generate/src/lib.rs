@@ -1,0 +1,203 @@
+//! Cited answers from retrieved passages, generated locally with llama.cpp.
+//!
+//! This crate owns everything between "here are the question and the numbered
+//! passages retrieval found" and "here is the answer with its citations":
+//!
+//! - the completion prompt (`prompts/answer.txt`) and how passages are packed
+//!   into the model's context window, counted with the model's own tokenizer;
+//! - loading a GGUF model once and decoding with llama.cpp, streaming text as
+//!   it is produced;
+//! - the rules that stop a small base model when it has answered (blank line,
+//!   repeated line, a new "Question:" starting, token cap, full context);
+//! - citation resolution: `[n]` markers are checked against the passages that
+//!   were actually in the prompt, and uncited sentences are cited only where a
+//!   passage lexically supports them.
+//!
+//! It does not retrieve (it is handed passages in rank order and never looks
+//! at an index) and it does not speak HTTP; both belong to other sovrag crates.
+#![deny(missing_docs)]
+
+mod cite;
+mod generator;
+mod prompt;
+mod stop;
+mod utf8;
+
+use std::path::PathBuf;
+
+pub use generator::Generator;
+
+/// One retrieved passage: a span of lines from a source file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Passage {
+    /// Path of the source file, as shown to the model and to the user.
+    pub path: String,
+    /// First line of the span, 1-based.
+    pub start_line: u32,
+    /// Last line of the span, inclusive.
+    pub end_line: u32,
+    /// The text of the span.
+    pub text: String,
+}
+
+/// How to load the model and how much it may generate.
+#[derive(Debug, Clone)]
+pub struct GeneratorConfig {
+    /// Path of the GGUF model file.
+    pub model_path: PathBuf,
+    /// Context window in tokens: prompt and answer together.
+    pub n_ctx: u32,
+    /// Layers offloaded to the GPU (needs the `cuda` or `metal` feature); 0 runs on the CPU.
+    pub n_gpu_layers: u32,
+    /// Most tokens one answer may generate; also reserved out of `n_ctx` when packing.
+    pub max_answer_tokens: u32,
+    /// CPU threads for decoding; `None` uses all available cores.
+    pub threads: Option<i32>,
+    /// Sampler seed. Decoding is currently greedy, so the output depends on
+    /// the prompt alone and the seed has no effect; it is part of the config so
+    /// that a stochastic sampler can be added without changing the API.
+    pub seed: u32,
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        Self {
+            model_path: PathBuf::new(),
+            n_ctx: 4096,
+            n_gpu_layers: 0,
+            max_answer_tokens: 200,
+            threads: None,
+            seed: 0,
+        }
+    }
+}
+
+/// A generated answer and where its claims come from.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Answer {
+    /// The answer text, with `[n]` markers that all resolve to `citations`.
+    pub answer: String,
+    /// The passages cited in the answer, once each, in order of first citation.
+    pub citations: Vec<Citation>,
+    /// Marker numbers the model produced that name no passage in the prompt;
+    /// they were removed from `answer`.
+    pub dropped_markers: Vec<u32>,
+    /// Passages that went into the prompt (numbered `1..=passages_used`).
+    pub passages_used: usize,
+    /// Passages that did not fit in the context window.
+    pub passages_left_out: usize,
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Tokens the model generated.
+    pub generated_tokens: usize,
+    /// Why generation stopped.
+    pub stop_reason: StopReason,
+}
+
+/// A passage that the answer cites.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Citation {
+    /// The marker number, `[n]` in the answer.
+    pub n: u32,
+    /// Path of the source file.
+    pub path: String,
+    /// First line of the cited span.
+    pub start_line: u32,
+    /// Last line of the cited span (earlier than the passage's own when the
+    /// passage had to be cut to fit the context).
+    pub end_line: u32,
+    /// Text of the cited span, as the model saw it.
+    pub text: String,
+}
+
+/// Why the model stopped generating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The model ended the answer: an end-of-generation token, or it began a
+    /// new "Question:" or passage header (a new example), which was cut.
+    EndOfText,
+    /// A blank line after answer text; base models ramble on past it.
+    BlankLine,
+    /// A line repeated an earlier line of the answer; the repeat was cut.
+    RepeatedLine,
+    /// `max_answer_tokens` were generated.
+    TokenCap,
+    /// The context window filled up.
+    ContextFull,
+}
+
+/// What can go wrong loading the model or answering.
+#[derive(thiserror::Error, Debug)]
+pub enum Error {
+    /// The model file does not exist.
+    #[error("model file not found: {}", path.display())]
+    ModelNotFound {
+        /// The configured model path.
+        path: PathBuf,
+    },
+    /// The model file could not be read.
+    #[error("cannot read model file {}: {source}", path.display())]
+    ModelRead {
+        /// The configured model path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a GGUF model.
+    #[error("{} is not a GGUF model file (no GGUF magic at its start)", path.display())]
+    NotGguf {
+        /// The configured model path.
+        path: PathBuf,
+    },
+    /// llama.cpp refused to load the model.
+    #[error("llama.cpp could not load model {}: {source}", path.display())]
+    ModelLoad {
+        /// The configured model path.
+        path: PathBuf,
+        /// llama.cpp's error.
+        source: llama_cpp_2::LlamaModelLoadError,
+    },
+    /// The llama.cpp backend could not be initialised.
+    #[error("llama.cpp backend initialisation failed: {0}")]
+    Backend(String),
+    /// The configuration cannot work.
+    #[error("invalid generator config: {0}")]
+    Config(String),
+    /// No passages were given, so there is nothing to ground an answer in.
+    #[error("no passages to answer from")]
+    NoPassages,
+    /// The question and prompt template alone overflow the context window.
+    #[error(
+        "question too long: the prompt needs {needed} tokens before any passage, \
+         but only {budget} fit beside the answer"
+    )]
+    PromptTooLong {
+        /// Tokens the prompt needs without passages.
+        needed: usize,
+        /// Tokens available for the prompt.
+        budget: usize,
+    },
+    /// llama.cpp could not create a decoding context.
+    #[error("llama.cpp could not create a context of {n_ctx} tokens: {source}")]
+    Context {
+        /// The requested context size.
+        n_ctx: u32,
+        /// llama.cpp's error.
+        source: llama_cpp_2::LlamaContextLoadError,
+    },
+    /// llama.cpp failed while decoding.
+    #[error("llama.cpp decode failed while {stage}: {source}")]
+    Decode {
+        /// What was being decoded.
+        stage: &'static str,
+        /// llama.cpp's error.
+        source: llama_cpp_2::DecodeError,
+    },
+    /// A token did not fit in a llama.cpp batch.
+    #[error("llama.cpp batch error: {0}")]
+    Batch(#[from] llama_cpp_2::llama_batch::BatchAddError),
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,333 @@
+//! The completion prompt and packing passages into the context window.
+//!
+//! The model is a base model, so the prompt is a document for it to continue
+//! (`prompts/answer.txt`), not a chat. Passages go in rank order while they
+//! fit beside the answer; a passage is never cut in the middle except the
+//! first, and only when it alone is too big, because an answer from half of
+//! the best passage beats no answer at all.
+
+use crate::{Error, Passage, Result};
+
+/// The answer prompt. `{passages}` and `{question}` are filled in once each.
+const ANSWER_TEMPLATE: &str = include_str!("../prompts/answer.txt");
+
+/// A prompt template split around its two placeholders.
+#[derive(Debug, Clone)]
+pub(crate) struct Template {
+    head: String,
+    middle: String,
+    tail: String,
+}
+
+impl Template {
+    /// The built-in answer template.
+    pub(crate) fn answer() -> Self {
+        // The template is compiled in and checked by a unit test, so a parse
+        // failure here is a build defect, not a runtime condition.
+        Self::parse(ANSWER_TEMPLATE).unwrap_or_else(|| {
+            unreachable!("prompts/answer.txt must contain {{passages}} then {{question}}")
+        })
+    }
+
+    /// Splits `text` at `{passages}` and then `{question}`.
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        let (head, rest) = text.split_once("{passages}")?;
+        let (middle, tail) = rest.split_once("{question}")?;
+        Some(Self {
+            head: head.to_owned(),
+            middle: middle.to_owned(),
+            tail: tail.trim_end_matches('\n').to_owned(),
+        })
+    }
+
+    /// Fills the template. Substituted text is never scanned for
+    /// placeholders, so passages that contain `{question}` stay as they are.
+    pub(crate) fn render(&self, passages: &str, question: &str) -> String {
+        let mut out = String::with_capacity(
+            self.head.len() + passages.len() + self.middle.len() + question.len() + self.tail.len(),
+        );
+        out.push_str(&self.head);
+        out.push_str(passages);
+        out.push_str(&self.middle);
+        out.push_str(question.trim());
+        // The tail ends in "Answer:" with no newline: the model continues the line.
+        out.push_str(&self.tail);
+        out
+    }
+}
+
+/// How passage `n` appears in the prompt.
+pub(crate) fn passage_block(n: usize, p: &Passage) -> String {
+    format!(
+        "[{n}] ({}:{}-{})\n{}\n",
+        p.path,
+        p.start_line,
+        p.end_line,
+        p.text.trim_end()
+    )
+}
+
+/// A prompt with the passages that made it in.
+#[derive(Debug)]
+pub(crate) struct Packed {
+    pub(crate) prompt: String,
+    /// The passages in the prompt, numbered from 1; the first may be cut.
+    pub(crate) passages: Vec<Passage>,
+    pub(crate) left_out: usize,
+}
+
+/// Builds the prompt with as many leading passages as fit in `budget`
+/// tokens, as counted by `count`.
+pub(crate) fn pack(
+    template: &Template,
+    question: &str,
+    passages: &[Passage],
+    budget: usize,
+    count: &dyn Fn(&str) -> usize,
+) -> Result<Packed> {
+    if passages.is_empty() {
+        return Err(Error::NoPassages);
+    }
+    let fixed = count(&template.render("", question));
+    if fixed >= budget {
+        return Err(Error::PromptTooLong {
+            needed: fixed,
+            budget,
+        });
+    }
+    let mut room = budget - fixed;
+    let mut used: Vec<Passage> = Vec::new();
+    for p in passages {
+        let cost = count(&passage_block(used.len() + 1, p));
+        if cost <= room {
+            room -= cost;
+            used.push(p.clone());
+        } else if used.is_empty() {
+            used.push(
+                cut_to_fit(p, room, count).ok_or_else(|| Error::PromptTooLong {
+                    needed: fixed + count(&passage_block(1, &empty_like(p))),
+                    budget,
+                })?,
+            );
+            break;
+        } else {
+            break;
+        }
+    }
+
+    // Token counts of the parts do not add up exactly to the count of the
+    // whole (merges across the joins), so check the real prompt.
+    loop {
+        let prompt = template.render(&blocks(&used), question);
+        let total = count(&prompt);
+        if total <= budget {
+            let left_out = passages.len() - used.len();
+            return Ok(Packed {
+                prompt,
+                passages: used,
+                left_out,
+            });
+        }
+        if used.len() > 1 {
+            used.pop();
+            continue;
+        }
+        let first = &used[0];
+        let target = count(&passage_block(1, first)).saturating_sub(total - budget);
+        let cut = cut_to_fit(first, target, count).ok_or(Error::PromptTooLong {
+            needed: total,
+            budget,
+        })?;
+        if cut.text.len() >= first.text.len() {
+            return Err(Error::PromptTooLong {
+                needed: total,
+                budget,
+            });
+        }
+        used[0] = cut;
+    }
+}
+
+fn blocks(passages: &[Passage]) -> String {
+    passages
+        .iter()
+        .enumerate()
+        .map(|(i, p)| passage_block(i + 1, p))
+        .collect()
+}
+
+fn empty_like(p: &Passage) -> Passage {
+    Passage {
+        text: String::new(),
+        ..p.clone()
+    }
+}
+
+/// The longest head of `p` whose block costs at most `room` tokens: whole
+/// lines if at least one fits, else whole words of the first line. `None` if
+/// not even a word fits.
+fn cut_to_fit(p: &Passage, room: usize, count: &dyn Fn(&str) -> usize) -> Option<Passage> {
+    let lines: Vec<&str> = p.text.split_inclusive('\n').collect();
+    let with_lines = |k: usize| Passage {
+        text: lines[..k].concat(),
+        end_line: p
+            .start_line
+            .saturating_add(u32::try_from(k.saturating_sub(1)).unwrap_or(u32::MAX))
+            .min(p.end_line.max(p.start_line)),
+        ..p.clone()
+    };
+    let fits = |q: &Passage| count(&passage_block(1, q)) <= room;
+    let k = largest_fitting(lines.len(), |k| fits(&with_lines(k)));
+    let cut = if k > 0 {
+        with_lines(k)
+    } else {
+        // One enormous first line (minified code, a table): cut between words.
+        let first = lines.first().copied().unwrap_or_default();
+        let breaks: Vec<usize> = first
+            .char_indices()
+            .filter(|(_, c)| c.is_whitespace())
+            .map(|(i, _)| i)
+            .collect();
+        let with_words = |k: usize| Passage {
+            text: first[..breaks[k - 1]].to_owned(),
+            end_line: p.start_line,
+            ..p.clone()
+        };
+        let k = largest_fitting(breaks.len(), |k| fits(&with_words(k)));
+        if k == 0 || with_words(k).text.trim().is_empty() {
+            return None;
+        }
+        with_words(k)
+    };
+    tracing::warn!(
+        path = %p.path,
+        kept_bytes = cut.text.len(),
+        total_bytes = p.text.len(),
+        end_line = cut.end_line,
+        "the top passage alone does not fit the context window; cut it"
+    );
+    Some(cut)
+}
+
+/// The largest `k` in `0..=n` with `fits(k)`, assuming `fits` is monotone
+/// and `fits(0)` holds.
+fn largest_fitting(n: usize, fits: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One token per whitespace-separated word: close enough to a tokenizer
+    /// for testing the packing arithmetic.
+    fn words(s: &str) -> usize {
+        s.split_whitespace().count()
+    }
+
+    fn passage(n: u32, text: &str) -> Passage {
+        Passage {
+            path: format!("p{n}.md"),
+            start_line: 10,
+            end_line: 10 + u32::try_from(text.lines().count()).unwrap() - 1,
+            text: text.to_owned(),
+        }
+    }
+
+    fn template() -> Template {
+        Template::parse("Use these.\n{passages}\nQuestion: {question}\nAnswer:\n").unwrap()
+    }
+
+    #[test]
+    fn built_in_template_parses() {
+        let t = Template::answer();
+        let p = t.render("[1] (a:1-1)\nx\n", "Why?");
+        assert!(p.contains("[1] (a:1-1)\nx\n"));
+        assert!(p.contains("Why?"));
+        assert!(p.ends_with("Answer:"));
+    }
+
+    #[test]
+    fn render_does_not_substitute_inside_passages() {
+        let p = template().render("{question}\n", "Q?");
+        assert_eq!(p, "Use these.\n{question}\n\nQuestion: Q?\nAnswer:");
+    }
+
+    #[test]
+    fn all_fit() {
+        let ps = [passage(1, "a b c"), passage(2, "d e")];
+        let packed = pack(&template(), "q", &ps, 100, &words).unwrap();
+        assert_eq!(packed.passages.len(), 2);
+        assert_eq!(packed.left_out, 0);
+        assert!(
+            packed
+                .prompt
+                .contains("[1] (p1.md:10-10)\na b c\n[2] (p2.md:10-10)\nd e\n")
+        );
+    }
+
+    #[test]
+    fn passages_that_do_not_fit_are_left_out_whole() {
+        // Fixed part: "Use these. Question: q Answer:" = 5 words.
+        // Each block: "[n] (pN.md:10-10)" = 2 words + its text.
+        let ps = [
+            passage(1, "a b c"),
+            passage(2, "d e f g h i j"),
+            passage(3, "k"),
+        ];
+        let packed = pack(&template(), "q", &ps, 5 + 5 + 4, &words).unwrap();
+        assert_eq!(packed.passages, vec![ps[0].clone()]);
+        assert_eq!(packed.left_out, 2);
+        assert!(!packed.prompt.contains("d e"));
+    }
+
+    #[test]
+    fn oversized_first_passage_is_cut_at_a_line() {
+        let ps = [passage(1, "a b\nc d\ne f\ng h\n"), passage(2, "x")];
+        let packed = pack(&template(), "q", &ps, 5 + 2 + 4, &words).unwrap();
+        assert_eq!(packed.passages.len(), 1);
+        assert_eq!(packed.passages[0].text, "a b\nc d\n");
+        assert_eq!(packed.passages[0].start_line, 10);
+        assert_eq!(packed.passages[0].end_line, 11);
+        assert_eq!(packed.left_out, 1);
+    }
+
+    #[test]
+    fn oversized_single_line_is_cut_between_words() {
+        let ps = [passage(1, "a b c d e f g h")];
+        let packed = pack(&template(), "q", &ps, 5 + 2 + 3, &words).unwrap();
+        assert_eq!(packed.passages[0].text, "a b c");
+        assert_eq!(packed.passages[0].end_line, 10);
+        assert_eq!(packed.left_out, 0);
+    }
+
+    #[test]
+    fn question_too_long_is_an_error() {
+        let ps = [passage(1, "a")];
+        let err = pack(&template(), "q r s t u v", &ps, 8, &words).unwrap_err();
+        assert!(matches!(err, Error::PromptTooLong { .. }), "{err}");
+    }
+
+    #[test]
+    fn no_passages_is_an_error() {
+        let err = pack(&template(), "q", &[], 100, &words).unwrap_err();
+        assert!(matches!(err, Error::NoPassages));
+    }
+
+    #[test]
+    fn largest_fitting_finds_the_edge() {
+        assert_eq!(largest_fitting(10, |k| k <= 7), 7);
+        assert_eq!(largest_fitting(10, |k| k == 0), 0);
+        assert_eq!(largest_fitting(10, |_| true), 10);
+        assert_eq!(largest_fitting(0, |_| true), 0);
+    }
+}

@@ -1,0 +1,423 @@
+/*!
+Stores chunks and finds them again: a LanceDB vector table and a tantivy BM25 index over the
+same chunks, kept in step, searched together and fused.
+
+`sovrag-retrieve` owns the on-disk stores under a data dir (`lance/` and `tantivy/`), the
+write path that keeps them in agreement ([`Store::apply`]),
+and hybrid search ([`Store::search`]) with reciprocal-rank fusion ([`fusion`]). It takes
+vectors and chunks from `sovrag-ingest`; it does not load files, embed, or generate text.
+
+Consistency rule: LanceDB is written first and is the record of what is indexed; tantivy is
+derived from it. When the two disagree on open (a crash between the two writes), tantivy is
+rebuilt from LanceDB, which needs no re-embedding.
+
+```no_run
+# async fn demo() -> sovrag_retrieve::Result<()> {
+use sovrag_retrieve::{SearchMode, Store};
+let store = Store::open(std::path::Path::new("/tmp/sovrag-data")).await?;
+let query_vector = vec![0.0f32; 384]; // from sovrag_ingest::embed::Embedder::embed_query
+let hits = store.search("how do I watch a folder", &query_vector, 5, SearchMode::Hybrid).await?;
+for h in hits { println!("{}:{}-{} {:.3}", h.path, h.start_line, h.end_line, h.score); }
+# Ok(()) }
+```
+*/
+#![deny(missing_docs)]
+
+pub mod fusion;
+pub mod metrics;
+mod schema;
+mod text;
+mod vector;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+pub use sovrag_ingest::EMBEDDING_DIM;
+
+/// Everything that can go wrong in the stores, with which store it was.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// LanceDB failed.
+    #[error("vector store (LanceDB): {0}")]
+    Lance(#[from] lancedb::Error),
+    /// Arrow data did not have the expected shape.
+    #[error("vector store (Arrow): {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    /// tantivy failed.
+    #[error("text index (tantivy): {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+    /// Another process holds the index for writing.
+    #[error(
+        "the index in {0} is being written by another sovrag process (stop it, or use another --data-dir)"
+    )]
+    Locked(String),
+    /// Creating the data dir failed.
+    #[error("data dir {path}: {source}")]
+    Io {
+        /// The folder.
+        path: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A caller passed something unusable (e.g. a vector of the wrong length).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// One chunk as stored: its text, where it came from, and its embedding.
+#[derive(Debug, Clone)]
+pub struct ChunkRecord {
+    /// `doc_id:ord`, unique across the store.
+    pub chunk_id: String,
+    /// Stable id of the document (see `sovrag_ingest::chunk::doc_id`).
+    pub doc_id: String,
+    /// The file's path.
+    pub path: String,
+    /// The document title, indexed for BM25 with a boost.
+    pub title: String,
+    /// 1-based first line.
+    pub start_line: u32,
+    /// 1-based last line, inclusive.
+    pub end_line: u32,
+    /// The chunk text.
+    pub text: String,
+    /// sha256 of the whole file the chunk came from.
+    pub content_hash: String,
+    /// Unit-length embedding, [`EMBEDDING_DIM`] long.
+    pub vector: Vec<f32>,
+}
+
+/// A search result.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Hit {
+    /// The chunk's id (not part of the public JSON contract, but handy for callers).
+    #[serde(skip)]
+    pub chunk_id: String,
+    /// Stable document id.
+    pub doc_id: String,
+    /// The file's path.
+    pub path: String,
+    /// 1-based first line.
+    pub start_line: u32,
+    /// 1-based last line, inclusive.
+    pub end_line: u32,
+    /// The chunk text.
+    pub text: String,
+    /// The fused score that ranks hits (higher is better).
+    pub score: f32,
+    /// BM25 score, when the text index found this chunk.
+    pub bm25_score: Option<f32>,
+    /// Cosine similarity, when the vector search found this chunk.
+    pub vector_score: Option<f32>,
+}
+
+/// One change to the stores: a document's chunks replaced, or the document removed.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Replace every chunk of `path` by `chunks`.
+    Replace {
+        /// The document's path.
+        path: String,
+        /// Its new chunks, with vectors.
+        chunks: Vec<ChunkRecord>,
+    },
+    /// Remove every chunk of `path`.
+    Delete {
+        /// The document's path.
+        path: String,
+    },
+}
+
+impl Change {
+    /// The document this change concerns.
+    pub fn path(&self) -> &str {
+        match self {
+            Change::Replace { path, .. } | Change::Delete { path } => path,
+        }
+    }
+}
+
+/// Which retrievers a search uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SearchMode {
+    /// BM25 only.
+    Bm25,
+    /// Vectors only.
+    Dense,
+    /// Both, fused.
+    #[default]
+    Hybrid,
+}
+
+/// How many candidates each retriever contributes before fusion: deep enough that a chunk
+/// ranked low by one side but high by the other still gets fused.
+const CANDIDATES: usize = 100;
+
+/// The two stores of one data dir.
+pub struct Store {
+    vectors: vector::VectorStore,
+    text: text::TextIndex,
+    // Writes to the two stores happen as one unit, one at a time.
+    write_lock: tokio::sync::Mutex<()>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the stores under `dir`, repairing tantivy from LanceDB if a
+    /// crash left them disagreeing.
+    pub async fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let vectors = vector::VectorStore::open(&dir.join("lance")).await?;
+        let text = text::TextIndex::open(&dir.join("tantivy"))?;
+        let store = Store {
+            vectors,
+            text,
+            write_lock: tokio::sync::Mutex::new(()),
+        };
+        store.repair_if_needed().await?;
+        Ok(store)
+    }
+
+    async fn repair_if_needed(&self) -> Result<()> {
+        let in_lance = self.vectors.count().await?;
+        let in_tantivy = self.text.count();
+        if in_lance == in_tantivy {
+            return Ok(());
+        }
+        tracing::warn!(
+            "text index has {in_tantivy} chunks, vector store {in_lance}: rebuilding the text index from the vector store"
+        );
+        let _w = self.write_lock.lock().await;
+        let all = self.vectors.all_chunks().await?;
+        self.text.rebuild(&all)
+    }
+
+    /// `path → content_hash` of every indexed document.
+    pub async fn documents(&self) -> Result<HashMap<String, String>> {
+        self.vectors.documents().await
+    }
+
+    /// Number of (documents, chunks) stored.
+    pub async fn counts(&self) -> Result<(usize, usize)> {
+        Ok((
+            self.vectors.documents().await?.len(),
+            self.vectors.count().await?,
+        ))
+    }
+
+    /// Applies a batch of document changes as one write to each store.
+    ///
+    /// Batching matters: every LanceDB write is a new table version and every tantivy
+    /// commit an fsync, so indexing a folder one file at a time would be slow.
+    pub async fn apply(&self, changes: Vec<Change>) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        for c in &changes {
+            if let Change::Replace { chunks, .. } = c
+                && let Some(bad) = chunks.iter().find(|c| c.vector.len() != EMBEDDING_DIM)
+            {
+                return Err(Error::Invalid(format!(
+                    "chunk {} has a {}-dim vector, expected {EMBEDDING_DIM}",
+                    bad.chunk_id,
+                    bad.vector.len()
+                )));
+            }
+        }
+        let paths: Vec<&str> = changes.iter().map(Change::path).collect();
+        let chunks: Vec<ChunkRecord> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Replace { chunks, .. } => Some(chunks.iter().cloned()),
+                Change::Delete { .. } => None,
+            })
+            .flatten()
+            .collect();
+        let _w = self.write_lock.lock().await;
+        // LanceDB first: it is the record; tantivy follows (see the crate doc).
+        self.vectors.replace(&paths, &chunks).await?;
+        self.text.replace(&paths, &chunks)
+    }
+
+    /// The `k` best chunks for a query, by the chosen retrievers.
+    ///
+    /// `query_vector` must be the query's embedding (ignored in [`SearchMode::Bm25`]).
+    pub async fn search(
+        &self,
+        query: &str,
+        query_vector: &[f32],
+        k: usize,
+        mode: SearchMode,
+    ) -> Result<Vec<Hit>> {
+        Ok(self.search_timed(query, query_vector, k, mode).await?.0)
+    }
+
+    /// [`Store::search`], also reporting how long each stage took.
+    pub async fn search_timed(
+        &self,
+        query: &str,
+        query_vector: &[f32],
+        k: usize,
+        mode: SearchMode,
+    ) -> Result<(Vec<Hit>, StageTimes)> {
+        let mut times = StageTimes::default();
+        if k == 0 {
+            return Ok((Vec::new(), times));
+        }
+        let depth = CANDIDATES.max(k);
+        let t = Instant::now();
+        let bm25 = if mode != SearchMode::Dense {
+            self.text.search(query, depth)?
+        } else {
+            Vec::new()
+        };
+        times.bm25 = t.elapsed();
+        let t = Instant::now();
+        let dense = if mode != SearchMode::Bm25 {
+            if query_vector.len() != EMBEDDING_DIM {
+                return Err(Error::Invalid(format!(
+                    "query vector has {} dims, expected {EMBEDDING_DIM}",
+                    query_vector.len()
+                )));
+            }
+            self.vectors.search(query_vector, depth).await?
+        } else {
+            Vec::new()
+        };
+        times.vector = t.elapsed();
+        let t = Instant::now();
+        let mut hits = fusion::rrf(bm25, dense, fusion::RRF_K);
+        hits.truncate(k);
+        times.fusion = t.elapsed();
+        Ok((hits, times))
+    }
+}
+
+/// Time spent in each stage of one search.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimes {
+    /// tantivy BM25.
+    pub bm25: Duration,
+    /// LanceDB vector search.
+    pub vector: Duration,
+    /// Reciprocal-rank fusion.
+    pub fusion: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A unit vector pointing mostly along axis `i`: distinct, deterministic embeddings
+    /// without a model, so these tests exercise the real stores only.
+    fn axis(i: usize) -> Vec<f32> {
+        let mut v = vec![0.01f32; EMBEDDING_DIM];
+        v[i] = 1.0;
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    }
+
+    fn chunk(path: &str, ord: u32, text: &str, dir: usize) -> ChunkRecord {
+        ChunkRecord {
+            chunk_id: format!("{path}:{ord}"),
+            doc_id: path.into(),
+            path: path.into(),
+            title: String::new(),
+            start_line: ord + 1,
+            end_line: ord + 1,
+            text: text.into(),
+            content_hash: format!("h-{path}"),
+            vector: axis(dir),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn write_search_replace_delete_and_repair() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        store
+            .apply(vec![
+                Change::Replace {
+                    path: "a.md".into(),
+                    chunks: vec![chunk("a.md", 0, "watching folders keeps them in sync", 1)],
+                },
+                Change::Replace {
+                    path: "b's.md".into(),
+                    chunks: vec![
+                        chunk("b's.md", 0, "install the models first", 2),
+                        chunk("b's.md", 1, "then build with cargo", 3),
+                    ],
+                },
+            ])
+            .await
+            .unwrap();
+        assert_eq!(store.counts().await.unwrap(), (2, 3));
+
+        let hits = store
+            .search("watch", &axis(9), 5, SearchMode::Bm25)
+            .await
+            .unwrap();
+        assert_eq!(hits[0].path, "a.md", "stemming: watch ~ watching");
+        let hits = store
+            .search("", &axis(3), 1, SearchMode::Dense)
+            .await
+            .unwrap();
+        assert_eq!(hits[0].chunk_id, "b's.md:1");
+        assert!(hits[0].vector_score.unwrap() > 0.9);
+        let hits = store
+            .search("models", &axis(2), 3, SearchMode::Hybrid)
+            .await
+            .unwrap();
+        assert_eq!(hits[0].chunk_id, "b's.md:0");
+        assert!(hits[0].bm25_score.is_some() && hits[0].vector_score.is_some());
+
+        // Replacing drops the old text everywhere; a quote in the path is no SQL problem.
+        store
+            .apply(vec![Change::Replace {
+                path: "b's.md".into(),
+                chunks: vec![chunk("b's.md", 0, "completely new words", 4)],
+            }])
+            .await
+            .unwrap();
+        assert!(
+            store
+                .search("models", &axis(2), 5, SearchMode::Bm25)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.counts().await.unwrap(), (2, 2));
+        store
+            .apply(vec![Change::Delete {
+                path: "a.md".into(),
+            }])
+            .await
+            .unwrap();
+        assert_eq!(store.documents().await.unwrap().len(), 1);
+        assert!(
+            store
+                .search("watching", &axis(1), 5, SearchMode::Bm25)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        drop(store);
+
+        // A crash between the two writes leaves tantivy behind: simulate by wiping it.
+        std::fs::remove_dir_all(dir.path().join("tantivy")).unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let hits = store
+            .search("new words", &axis(4), 5, SearchMode::Bm25)
+            .await
+            .unwrap();
+        assert_eq!(hits.len(), 1, "text index rebuilt from the vector store");
+    }
+}

@@ -1,0 +1,169 @@
+//! The tantivy side: a BM25 index over the same chunks, derived from the vector store.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
+use tantivy::schema::{IndexRecordOption, Value};
+use tantivy::{
+    Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, directory::MmapDirectory,
+};
+
+use crate::schema::{self, TextFields};
+use crate::{ChunkRecord, Error, Hit, Result};
+
+/// Weight of a match in the document title relative to one in the chunk text.
+const TITLE_BOOST: f32 = 1.0;
+/// The writer's indexing arena; chunks are small, so the minimum tantivy accepts is plenty.
+const WRITER_MEMORY: usize = 32 << 20;
+
+pub struct TextIndex {
+    index: Index,
+    reader: IndexReader,
+    fields: TextFields,
+    // Taken on the first write, so read-only commands can run beside a serving process.
+    writer: Mutex<Option<IndexWriter>>,
+    dir: String,
+}
+
+impl TextIndex {
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let (schema, fields) = schema::tantivy();
+        let mmap = MmapDirectory::open(dir).map_err(|e| Error::Invalid(e.to_string()))?;
+        let index = Index::open_or_create(mmap, schema)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        Ok(TextIndex {
+            index,
+            reader,
+            fields,
+            writer: Mutex::new(None),
+            dir: dir.display().to_string(),
+        })
+    }
+
+    pub fn count(&self) -> usize {
+        // Another process may have committed since we last looked.
+        let _ = self.reader.reload();
+        self.reader.searcher().num_docs() as usize
+    }
+
+    fn with_writer<T>(&self, f: impl FnOnce(&mut IndexWriter) -> Result<T>) -> Result<T> {
+        let mut guard = self
+            .writer
+            .lock()
+            .map_err(|_| Error::Invalid("text index writer lock poisoned".into()))?;
+        if guard.is_none() {
+            let w = self.index.writer(WRITER_MEMORY).map_err(|e| match e {
+                tantivy::TantivyError::LockFailure(..) => Error::Locked(self.dir.clone()),
+                e => Error::Tantivy(e),
+            })?;
+            *guard = Some(w);
+        }
+        let writer = guard.as_mut().expect("writer set above");
+        let out = f(writer)?;
+        writer.commit()?;
+        self.reader.reload()?;
+        Ok(out)
+    }
+
+    fn doc(&self, c: &ChunkRecord) -> TantivyDocument {
+        let f = &self.fields;
+        let mut d = TantivyDocument::default();
+        d.add_text(f.chunk_id, &c.chunk_id);
+        d.add_text(f.doc_id, &c.doc_id);
+        d.add_text(f.path, &c.path);
+        d.add_text(f.title, &c.title);
+        d.add_u64(f.start_line, c.start_line.into());
+        d.add_u64(f.end_line, c.end_line.into());
+        d.add_text(f.text, &c.text);
+        d
+    }
+
+    pub fn replace(&self, paths: &[&str], chunks: &[ChunkRecord]) -> Result<()> {
+        self.with_writer(|w| {
+            for path in paths {
+                w.delete_term(Term::from_field_text(self.fields.path, path));
+            }
+            for c in chunks {
+                w.add_document(self.doc(c))?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn rebuild(&self, chunks: &[ChunkRecord]) -> Result<()> {
+        self.with_writer(|w| {
+            w.delete_all_documents()?;
+            for c in chunks {
+                w.add_document(self.doc(c))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// BM25 over title and text, best first.
+    ///
+    /// The query is analysed into terms and OR-ed rather than parsed as query syntax: users
+    /// type questions, and "what's `a:b`?" must not be a syntax error.
+    pub fn search(&self, query: &str, limit: usize) -> Result<Vec<Hit>> {
+        let f = self.fields;
+        let mut analyzer = self.index.tokenizer_for_field(f.text)?;
+        let mut terms: Vec<String> = Vec::new();
+        let mut stream = analyzer.token_stream(query);
+        stream.process(&mut |t| {
+            if !terms.contains(&t.text) {
+                terms.push(t.text.clone());
+            }
+        });
+        if terms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for t in &terms {
+            let q = |field| {
+                TermQuery::new(
+                    Term::from_field_text(field, t),
+                    IndexRecordOption::WithFreqs,
+                )
+            };
+            clauses.push((Occur::Should, Box::new(q(f.text))));
+            clauses.push((
+                Occur::Should,
+                Box::new(BoostQuery::new(Box::new(q(f.title)), TITLE_BOOST)),
+            ));
+        }
+        let query = BooleanQuery::new(clauses);
+        let searcher = self.reader.searcher();
+        let top = searcher.search(&query, &TopDocs::with_limit(limit).order_by_score())?;
+        let mut hits = Vec::with_capacity(top.len());
+        for (score, addr) in top {
+            let d: TantivyDocument = searcher.doc(addr)?;
+            let s = |field| {
+                d.get_first(field)
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            };
+            let n = |field| d.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0) as u32;
+            hits.push(Hit {
+                chunk_id: s(f.chunk_id),
+                doc_id: s(f.doc_id),
+                path: s(f.path),
+                start_line: n(f.start_line),
+                end_line: n(f.end_line),
+                text: s(f.text),
+                score,
+                bm25_score: Some(score),
+                vector_score: None,
+            });
+        }
+        Ok(hits)
+    }
+}

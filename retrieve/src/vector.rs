@@ -1,0 +1,232 @@
+//! The LanceDB side: one table of chunks with their vectors.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, UInt32Type};
+use arrow_array::{Array, FixedSizeListArray, Float32Array, RecordBatch, StringArray, UInt32Array};
+use futures::TryStreamExt;
+use lancedb::query::{ExecutableQuery, QueryBase, Select};
+use lancedb::{DistanceType, Table};
+
+use crate::{ChunkRecord, EMBEDDING_DIM, Error, Hit, Result, schema};
+
+const TABLE: &str = "chunks";
+
+pub struct VectorStore {
+    table: Table,
+}
+
+/// A string literal for a LanceDB (DataFusion SQL) predicate.
+fn sql_str(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+impl VectorStore {
+    pub async fn open(dir: &Path) -> Result<Self> {
+        let uri = dir.to_str().ok_or_else(|| {
+            Error::Invalid(format!("data dir {} is not valid UTF-8", dir.display()))
+        })?;
+        let db = lancedb::connect(uri).execute().await?;
+        let names = db.table_names().execute().await?;
+        let table = if names.iter().any(|n| n == TABLE) {
+            db.open_table(TABLE).execute().await?
+        } else {
+            db.create_empty_table(TABLE, schema::arrow())
+                .execute()
+                .await?
+        };
+        Ok(VectorStore { table })
+    }
+
+    pub async fn count(&self) -> Result<usize> {
+        Ok(self.table.count_rows(None).await?)
+    }
+
+    /// Removes every chunk of `paths`, then adds `chunks`.
+    pub async fn replace(&self, paths: &[&str], chunks: &[ChunkRecord]) -> Result<()> {
+        // Bounded IN lists keep each predicate a reasonable size for DataFusion.
+        for group in paths.chunks(256) {
+            let list: Vec<String> = group.iter().map(|p| sql_str(p)).collect();
+            self.table
+                .delete(&format!("path IN ({})", list.join(", ")))
+                .await?;
+        }
+        if !chunks.is_empty() {
+            self.table.add(to_batch(chunks)?).execute().await?;
+        }
+        Ok(())
+    }
+
+    pub async fn documents(&self) -> Result<HashMap<String, String>> {
+        let batches: Vec<RecordBatch> = self
+            .table
+            .query()
+            .select(Select::columns(&["path", "content_hash"]))
+            .execute()
+            .await?
+            .try_collect()
+            .await?;
+        let mut out = HashMap::new();
+        for b in &batches {
+            let paths = string_col(b, "path")?;
+            let hashes = string_col(b, "content_hash")?;
+            for i in 0..b.num_rows() {
+                out.insert(paths.value(i).to_string(), hashes.value(i).to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every chunk, for rebuilding the text index.
+    pub async fn all_chunks(&self) -> Result<Vec<ChunkRecord>> {
+        let batches: Vec<RecordBatch> = self.table.query().execute().await?.try_collect().await?;
+        let mut out = Vec::new();
+        for b in &batches {
+            out.extend(records(b)?);
+        }
+        Ok(out)
+    }
+
+    /// Nearest chunks by cosine similarity, best first.
+    pub async fn search(&self, vector: &[f32], limit: usize) -> Result<Vec<Hit>> {
+        let batches: Vec<RecordBatch> = self
+            .table
+            .query()
+            .nearest_to(vector)?
+            .distance_type(DistanceType::Cosine)
+            .select(Select::columns(&[
+                "chunk_id",
+                "doc_id",
+                "path",
+                "start_line",
+                "end_line",
+                "text",
+                "_distance",
+            ]))
+            .limit(limit)
+            .execute()
+            .await?
+            .try_collect()
+            .await?;
+        let mut hits = Vec::new();
+        for b in &batches {
+            let dist = b
+                .column_by_name("_distance")
+                .ok_or_else(|| Error::Invalid("vector search returned no _distance".into()))?
+                .as_primitive::<Float32Type>();
+            let (chunk_id, doc_id, path, text) = (
+                string_col(b, "chunk_id")?,
+                string_col(b, "doc_id")?,
+                string_col(b, "path")?,
+                string_col(b, "text")?,
+            );
+            let (start, end) = (u32_col(b, "start_line")?, u32_col(b, "end_line")?);
+            for i in 0..b.num_rows() {
+                let similarity = 1.0 - dist.value(i);
+                hits.push(Hit {
+                    chunk_id: chunk_id.value(i).to_string(),
+                    doc_id: doc_id.value(i).to_string(),
+                    path: path.value(i).to_string(),
+                    start_line: start.value(i),
+                    end_line: end.value(i),
+                    text: text.value(i).to_string(),
+                    score: similarity,
+                    bm25_score: None,
+                    vector_score: Some(similarity),
+                });
+            }
+        }
+        hits.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.chunk_id.cmp(&b.chunk_id))
+        });
+        Ok(hits)
+    }
+}
+
+fn string_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| Error::Invalid(format!("vector store: column {name} missing or not text")))
+}
+
+fn u32_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a UInt32Array> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_primitive_opt::<UInt32Type>())
+        .ok_or_else(|| Error::Invalid(format!("vector store: column {name} missing or not u32")))
+}
+
+fn to_batch(chunks: &[ChunkRecord]) -> Result<RecordBatch> {
+    let strings = |f: fn(&ChunkRecord) -> &str| -> Arc<dyn Array> {
+        Arc::new(StringArray::from_iter_values(chunks.iter().map(f)))
+    };
+    let flat: Vec<f32> = chunks
+        .iter()
+        .flat_map(|c| c.vector.iter().copied())
+        .collect();
+    let vectors = FixedSizeListArray::try_new(
+        Arc::new(arrow_schema::Field::new(
+            "item",
+            arrow_schema::DataType::Float32,
+            true,
+        )),
+        EMBEDDING_DIM as i32,
+        Arc::new(Float32Array::from(flat)),
+        None,
+    )?;
+    Ok(RecordBatch::try_new(
+        schema::arrow(),
+        vec![
+            strings(|c| &c.chunk_id),
+            strings(|c| &c.doc_id),
+            strings(|c| &c.path),
+            strings(|c| &c.title),
+            Arc::new(UInt32Array::from_iter_values(
+                chunks.iter().map(|c| c.start_line),
+            )),
+            Arc::new(UInt32Array::from_iter_values(
+                chunks.iter().map(|c| c.end_line),
+            )),
+            strings(|c| &c.text),
+            strings(|c| &c.content_hash),
+            Arc::new(vectors),
+        ],
+    )?)
+}
+
+fn records(b: &RecordBatch) -> Result<Vec<ChunkRecord>> {
+    let (chunk_id, doc_id, path, title, text, hash) = (
+        string_col(b, "chunk_id")?,
+        string_col(b, "doc_id")?,
+        string_col(b, "path")?,
+        string_col(b, "title")?,
+        string_col(b, "text")?,
+        string_col(b, "content_hash")?,
+    );
+    let (start, end) = (u32_col(b, "start_line")?, u32_col(b, "end_line")?);
+    let vectors = b
+        .column_by_name("vector")
+        .and_then(|c| c.as_fixed_size_list_opt())
+        .ok_or_else(|| Error::Invalid("vector store: column vector missing".into()))?;
+    let values = vectors.values().as_primitive::<Float32Type>();
+    Ok((0..b.num_rows())
+        .map(|i| {
+            let off = vectors.value_offset(i) as usize;
+            ChunkRecord {
+                chunk_id: chunk_id.value(i).to_string(),
+                doc_id: doc_id.value(i).to_string(),
+                path: path.value(i).to_string(),
+                title: title.value(i).to_string(),
+                start_line: start.value(i),
+                end_line: end.value(i),
+                text: text.value(i).to_string(),
+                content_hash: hash.value(i).to_string(),
+                vector: values.values()[off..off + EMBEDDING_DIM].to_vec(),
+            }
+        })
+        .collect())
+}

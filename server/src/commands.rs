@@ -1,0 +1,180 @@
+//! What each subcommand does, on top of the engine.
+
+use std::io::{IsTerminal, Write};
+
+use anyhow::{Context, Result};
+
+use crate::cli::{Cli, Command};
+use crate::config::Config;
+use crate::engine::Engine;
+
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn,sovrag=info,sovrag_ingest=info,sovrag_retrieve=info,sovrag_generate=info",
+        _ => "info,sovrag=debug,sovrag_ingest=debug,sovrag_retrieve=debug,sovrag_generate=debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let config = Config::resolve(cli.config.as_deref(), cli.settings)?;
+    match cli.command {
+        Command::Index { paths } => index(config, &paths).await,
+        Command::Query { text, k, json } => query(config, &text, k, json).await,
+        Command::Ask { question, k, json } => ask(config, &question, k, json).await,
+        Command::Serve => serve(config).await,
+        Command::Status { json } => status(config, json).await,
+        Command::Eval {
+            beir,
+            mode,
+            k,
+            json,
+            run_out,
+        } => crate::eval::run(config, &beir, mode, k, json, run_out).await,
+    }
+}
+
+async fn index(config: Config, paths: &[std::path::PathBuf]) -> Result<()> {
+    let engine = Engine::open(config).await?;
+    let bar = if std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {bar:40} {pos}/{len} files {elapsed}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let r = engine
+        .index_paths(paths, &|done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })
+        .await;
+    bar.finish_and_clear();
+    let r = r?;
+    println!(
+        "indexed {} files ({} unchanged, {} skipped, {} removed), {} chunks in {:.1}s",
+        r.indexed, r.unchanged, r.skipped, r.removed, r.chunks, r.seconds
+    );
+    Ok(())
+}
+
+fn check_k(k: usize) -> Result<usize> {
+    anyhow::ensure!((1..=100).contains(&k), "--k must be between 1 and 100");
+    Ok(k)
+}
+
+async fn query(config: Config, text: &str, k: usize, json: bool) -> Result<()> {
+    let k = check_k(k)?;
+    anyhow::ensure!(!text.trim().is_empty(), "the query is empty");
+    let engine = Engine::open(config).await?;
+    let hits = engine.query(text, k).await?;
+    if json {
+        println!("{}", serde_json::json!({ "hits": hits }));
+        return Ok(());
+    }
+    if hits.is_empty() {
+        println!("no match");
+    }
+    for (i, h) in hits.iter().enumerate() {
+        println!(
+            "{}. {}:{}-{}  (score {:.4})",
+            i + 1,
+            h.path,
+            h.start_line,
+            h.end_line,
+            h.score
+        );
+        for line in h.text.lines().take(4) {
+            println!("   {line}");
+        }
+    }
+    Ok(())
+}
+
+async fn ask(config: Config, question: &str, k: usize, json: bool) -> Result<()> {
+    let k = check_k(k)?;
+    anyhow::ensure!(!question.trim().is_empty(), "the question is empty");
+    let engine = Engine::open(config).await?;
+    let answer = engine
+        .ask(question, k, move |piece| {
+            if !json {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(piece.as_bytes());
+                let _ = out.flush();
+            }
+        })
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string(&answer)?);
+        return Ok(());
+    }
+    // The streamed text is the raw model output; print the checked answer when it differs.
+    println!();
+    println!("\nAnswer (citations checked):\n{}", answer.answer);
+    if !answer.citations.is_empty() {
+        println!("\nSources:");
+        for c in &answer.citations {
+            println!("[{}] {}:{}-{}", c.n, c.path, c.start_line, c.end_line);
+        }
+    }
+    if !answer.dropped_markers.is_empty() {
+        eprintln!(
+            "note: dropped citation markers that named no passage: {:?}",
+            answer.dropped_markers
+        );
+    }
+    Ok(())
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let addrs = crate::http::check_bind(&config.bind, config.api_key.as_deref())?;
+    let mut roots = Vec::new();
+    for w in &config.watch {
+        let root = std::fs::canonicalize(w).with_context(|| format!("--watch {}", w.display()))?;
+        anyhow::ensure!(root.is_dir(), "--watch {}: not a folder", w.display());
+        roots.push(root);
+    }
+    let api_key = config.api_key.clone();
+    let engine = Engine::open(config).await?;
+    for root in roots {
+        let e = engine.clone();
+        tokio::spawn(async move {
+            if let Err(err) = crate::watch::watch(e, root.clone()).await {
+                tracing::error!("{err:#}");
+            }
+        });
+    }
+    // Load the generator now so the first question does not pay for it.
+    let e = engine.clone();
+    tokio::spawn(async move {
+        if let Err(err) = e.generator().await {
+            tracing::error!("generator: {err:#}");
+        }
+    });
+    crate::http::serve(engine, addrs, api_key).await
+}
+
+async fn status(config: Config, json: bool) -> Result<()> {
+    let engine = Engine::open(config).await?;
+    let s = engine.status().await?;
+    if json {
+        println!("{}", serde_json::to_string(&s)?);
+    } else {
+        println!(
+            "{} documents, {} chunks in {}",
+            s.documents, s.chunks, s.data_dir
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,465 @@
+//! The one place where ingest, retrieve and generate are put together: every entry point
+//! (CLI, HTTP, watcher) goes through an [`Engine`], so they all index and search alike.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use sovrag_generate::{Answer, Generator, GeneratorConfig, Passage};
+use sovrag_ingest::chunk::{Chunker, doc_id};
+use sovrag_ingest::embed::Embedder;
+use sovrag_ingest::models::ModelPaths;
+use sovrag_ingest::{load, walk};
+use sovrag_retrieve::{Change, ChunkRecord, Hit, SearchMode, StageTimes, Store};
+
+use crate::config::Config;
+
+/// Files read, chunked and embedded per write to the stores.
+const FILES_PER_BATCH: usize = 64;
+/// In-memory documents embedded per write to the stores.
+const DOCS_PER_BATCH: usize = 512;
+
+pub struct Engine {
+    pub config: Config,
+    models: ModelPaths,
+    embedder: Arc<Embedder>,
+    chunker: Arc<Chunker>,
+    store: Store,
+    generator: tokio::sync::OnceCell<Arc<Generator>>,
+    /// Last problem seen per path (skipped or failed files), for `status`.
+    problems: Mutex<BTreeMap<String, String>>,
+    /// Watch syncs in progress.
+    syncing: AtomicUsize,
+}
+
+/// What an indexing run did.
+#[derive(Debug, Default, Serialize, Clone)]
+pub struct IndexReport {
+    pub indexed: usize,
+    pub unchanged: usize,
+    pub skipped: usize,
+    pub removed: usize,
+    pub chunks: usize,
+    pub seconds: f64,
+    /// Time spent chunking and embedding, and the model tokens embedded (for throughput).
+    #[serde(skip)]
+    pub embed_seconds: f64,
+    #[serde(skip)]
+    pub embed_tokens: usize,
+}
+
+impl IndexReport {
+    fn add(&mut self, o: &IndexReport) {
+        self.indexed += o.indexed;
+        self.unchanged += o.unchanged;
+        self.skipped += o.skipped;
+        self.removed += o.removed;
+        self.chunks += o.chunks;
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub documents: usize,
+    pub chunks: usize,
+    pub data_dir: String,
+    /// Whether a watched folder is being synced right now.
+    pub indexing: bool,
+    pub problems: BTreeMap<String, String>,
+}
+
+/// Work that a batch of files turned into, ready to write.
+struct Prepared {
+    changes: Vec<Change>,
+    report: IndexReport,
+    problems: Vec<(String, Option<String>)>,
+}
+
+impl Engine {
+    /// Loads the embedding model and opens the stores; the generator loads on first use.
+    pub async fn open(config: Config) -> Result<Arc<Self>> {
+        let models = ModelPaths::locate(config.models.as_deref())?;
+        let (m, threads) = (models.clone(), config.threads);
+        let embedder = tokio::task::spawn_blocking(move || Embedder::load(&m, threads))
+            .await?
+            .context("loading the embedding model")?;
+        let chunker = Chunker::new(&models, config.chunk_tokens, config.chunk_overlap)?;
+        let store = Store::open(&config.data_dir)
+            .await
+            .with_context(|| format!("opening the index in {}", config.data_dir.display()))?;
+        Ok(Arc::new(Engine {
+            config,
+            models,
+            embedder: Arc::new(embedder),
+            chunker: Arc::new(chunker),
+            store,
+            generator: tokio::sync::OnceCell::new(),
+            problems: Mutex::new(BTreeMap::new()),
+            syncing: AtomicUsize::new(0),
+        }))
+    }
+
+    /// Brings the index in line with `paths` (folders or files): new and changed files are
+    /// embedded, unchanged ones (same content hash) skipped, and files indexed under a given
+    /// folder that are gone from disk removed.
+    pub async fn index_paths(
+        &self,
+        paths: &[PathBuf],
+        on_progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<IndexReport> {
+        let started = Instant::now();
+        let mut files = Vec::new();
+        let mut roots = Vec::new();
+        for p in paths {
+            let p = std::fs::canonicalize(p).with_context(|| format!("{}", p.display()))?;
+            if p.is_dir() {
+                files.extend(walk::files(&p));
+                roots.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+        let known = self.store.documents().await?;
+        let on_disk: HashSet<String> = files.iter().map(|f| path_key(f)).collect();
+        let gone: Vec<String> = known
+            .keys()
+            .filter(|k| !on_disk.contains(*k) && roots.iter().any(|r| Path::new(k).starts_with(r)))
+            .cloned()
+            .collect();
+        let mut report = self.remove(gone).await?;
+        on_progress(0, files.len());
+        let known = Arc::new(known);
+        for (i, batch) in files.chunks(FILES_PER_BATCH).enumerate() {
+            report.add(&self.write_batch(batch.to_vec(), known.clone()).await?);
+            on_progress(
+                (i * FILES_PER_BATCH + batch.len()).min(files.len()),
+                files.len(),
+            );
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    /// Applies file-system changes seen by the watcher: each path is (re)indexed if it is
+    /// now an indexable file, walked if it is a folder, and removed (with everything under
+    /// it) if it no longer exists or is now ignored.
+    pub async fn sync_paths(&self, root: &Path, changed: Vec<PathBuf>) -> Result<IndexReport> {
+        let started = Instant::now();
+        let mut to_index = Vec::new();
+        let mut to_remove = Vec::new();
+        let known = self.store.documents().await?;
+        for p in changed {
+            let gone = !p.exists() || walk::is_ignored(root, &p);
+            if gone {
+                let key = path_key(&p);
+                let prefix = format!("{key}/");
+                to_remove.extend(
+                    known
+                        .keys()
+                        .filter(|k| **k == key || k.starts_with(&prefix))
+                        .cloned(),
+                );
+            } else if p.is_dir() {
+                to_index.extend(walk::files(&p));
+            } else {
+                to_index.push(p);
+            }
+        }
+        let mut report = self.remove(to_remove).await?;
+        let known = Arc::new(known);
+        for batch in to_index.chunks(FILES_PER_BATCH) {
+            report.add(&self.write_batch(batch.to_vec(), known.clone()).await?);
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    async fn remove(&self, paths: Vec<String>) -> Result<IndexReport> {
+        let report = IndexReport {
+            removed: paths.len(),
+            ..Default::default()
+        };
+        {
+            let mut problems = self.problems.lock().expect("problems lock");
+            for p in &paths {
+                problems.remove(p);
+            }
+        }
+        self.store
+            .apply(
+                paths
+                    .into_iter()
+                    .map(|path| Change::Delete { path })
+                    .collect(),
+            )
+            .await?;
+        Ok(report)
+    }
+
+    async fn write_batch(
+        &self,
+        files: Vec<PathBuf>,
+        known: Arc<HashMap<String, String>>,
+    ) -> Result<IndexReport> {
+        let (embedder, chunker, max) = (
+            self.embedder.clone(),
+            self.chunker.clone(),
+            self.config.max_file_bytes,
+        );
+        let prepared =
+            tokio::task::spawn_blocking(move || prepare(&files, &known, &embedder, &chunker, max))
+                .await??;
+        {
+            let mut problems = self.problems.lock().expect("problems lock");
+            for (path, problem) in prepared.problems {
+                match problem {
+                    Some(p) => problems.insert(path, p),
+                    None => problems.remove(&path),
+                };
+            }
+        }
+        self.store.apply(prepared.changes).await?;
+        Ok(prepared.report)
+    }
+
+    /// The `k` best chunks for `text` (hybrid search).
+    pub async fn query(&self, text: &str, k: usize) -> Result<Vec<Hit>> {
+        Ok(self.search(text, k, SearchMode::Hybrid).await?.0)
+    }
+
+    /// The `k` best chunks by the chosen retrievers, with the time each stage took
+    /// (`embed` is the query embedding).
+    pub async fn search(
+        &self,
+        text: &str,
+        k: usize,
+        mode: SearchMode,
+    ) -> Result<(Vec<Hit>, StageTimes, Duration)> {
+        let t = Instant::now();
+        let vector = if mode == SearchMode::Bm25 {
+            Vec::new()
+        } else {
+            let (embedder, q) = (self.embedder.clone(), text.to_string());
+            tokio::task::spawn_blocking(move || embedder.embed_query(&q)).await??
+        };
+        let embed = t.elapsed();
+        let (hits, times) = self.store.search_timed(text, &vector, k, mode).await?;
+        Ok((hits, times, embed))
+    }
+
+    /// Indexes documents that are not files (e.g. a benchmark corpus): each `path` is an id.
+    pub async fn index_documents(
+        &self,
+        docs: Vec<load::Document>,
+        on_progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<IndexReport> {
+        let started = Instant::now();
+        let mut report = IndexReport::default();
+        let total = docs.len();
+        let mut done = 0;
+        let mut docs = docs.into_iter().peekable();
+        while docs.peek().is_some() {
+            let batch: Vec<load::Document> = docs.by_ref().take(DOCS_PER_BATCH).collect();
+            let (embedder, chunker) = (self.embedder.clone(), self.chunker.clone());
+            let n = batch.len();
+            let (changes, chunks, tokens, secs) = tokio::task::spawn_blocking(move || {
+                // Counted apart from the timed part: the figure is the model's throughput.
+                let tokens: usize = batch
+                    .iter()
+                    .flat_map(|d| {
+                        chunker
+                            .chunk(d)
+                            .into_iter()
+                            .map(move |c| c.embed_text(&d.title))
+                    })
+                    .map(|t| chunker.model_tokens(&t))
+                    .sum();
+                let t = Instant::now();
+                let (changes, chunks) = embed_documents(&batch, &embedder, &chunker)?;
+                anyhow::Ok((changes, chunks, tokens, t.elapsed().as_secs_f64()))
+            })
+            .await??;
+            report.embed_seconds += secs;
+            report.embed_tokens += tokens;
+            self.store.apply(changes).await?;
+            report.indexed += n;
+            report.chunks += chunks;
+            done += n;
+            on_progress(done, total);
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    /// Loads the generator once; later calls share it.
+    pub async fn generator(&self) -> Result<Arc<Generator>> {
+        self.generator
+            .get_or_try_init(|| async {
+                let cfg = GeneratorConfig {
+                    model_path: self
+                        .config
+                        .gguf
+                        .clone()
+                        .unwrap_or_else(|| self.models.gguf.clone()),
+                    n_ctx: self.config.ctx_size,
+                    n_gpu_layers: self.config.gpu_layers,
+                    max_answer_tokens: self.config.max_answer_tokens,
+                    threads: self.config.threads.map(|t| t as i32),
+                    ..GeneratorConfig::default()
+                };
+                let g = tokio::task::spawn_blocking(move || Generator::load(cfg)).await??;
+                anyhow::Ok(Arc::new(g))
+            })
+            .await
+            .cloned()
+    }
+
+    /// Answers `question` from the `k` best passages; `on_token` sees the answer as it streams.
+    pub async fn ask(
+        &self,
+        question: &str,
+        k: usize,
+        mut on_token: impl FnMut(&str) + Send + 'static,
+    ) -> Result<Answer> {
+        let hits = self.query(question, k).await?;
+        if hits.is_empty() {
+            // Nothing indexed: say so rather than let the model answer from nothing.
+            return Ok(Answer {
+                answer: "Nothing is indexed yet, so there is nothing to answer from. Run `sovrag index DIR` or `sovrag serve --watch DIR` first.".into(),
+                citations: Vec::new(),
+                dropped_markers: Vec::new(),
+                passages_used: 0,
+                passages_left_out: 0,
+                prompt_tokens: 0,
+                generated_tokens: 0,
+                stop_reason: sovrag_generate::StopReason::EndOfText,
+            });
+        }
+        let generator = self.generator().await?;
+        let passages: Vec<Passage> = hits
+            .into_iter()
+            .map(|h| Passage {
+                path: h.path,
+                start_line: h.start_line,
+                end_line: h.end_line,
+                text: h.text,
+            })
+            .collect();
+        let q = question.to_string();
+        let answer =
+            tokio::task::spawn_blocking(move || generator.answer(&q, &passages, &mut on_token))
+                .await??;
+        Ok(answer)
+    }
+
+    pub async fn status(&self) -> Result<Status> {
+        let (documents, chunks) = self.store.counts().await?;
+        Ok(Status {
+            documents,
+            chunks,
+            data_dir: self.config.data_dir.display().to_string(),
+            indexing: self.syncing.load(Ordering::SeqCst) > 0,
+            problems: self.problems.lock().expect("problems lock").clone(),
+        })
+    }
+
+    /// Marks a watcher sync as started (shown as `indexing` in status).
+    pub fn begin_sync(&self) {
+        self.syncing.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Marks a watcher sync as finished.
+    pub fn end_sync(&self) {
+        self.syncing.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// How a path is stored: absolute, as the file system gave it.
+pub fn path_key(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// Reads `files`, keeping the ones whose content changed (blocking work).
+fn prepare(
+    files: &[PathBuf],
+    known: &HashMap<String, String>,
+    embedder: &Embedder,
+    chunker: &Chunker,
+    max_bytes: u64,
+) -> Result<Prepared> {
+    let mut report = IndexReport::default();
+    let mut problems = Vec::new();
+    let mut docs = Vec::new();
+    for f in files {
+        let key = path_key(f);
+        match load::load_file(f, max_bytes) {
+            Ok(doc) => {
+                if let Some(w) = &doc.warning {
+                    tracing::warn!("{w}");
+                }
+                problems.push((key.clone(), doc.warning.clone()));
+                if known.get(&key) == Some(&doc.content_hash) {
+                    report.unchanged += 1;
+                } else {
+                    docs.push(doc);
+                }
+            }
+            Err(e) => {
+                tracing::warn!("{e}");
+                report.skipped += 1;
+                problems.push((key, Some(e.to_string())));
+            }
+        }
+    }
+    let (changes, chunks) = embed_documents(&docs, embedder, chunker)?;
+    report.indexed += docs.len();
+    report.chunks += chunks;
+    Ok(Prepared {
+        changes,
+        report,
+        problems,
+    })
+}
+
+/// Chunks and embeds documents into store changes; returns them and the chunk count.
+pub fn embed_documents(
+    docs: &[load::Document],
+    embedder: &Embedder,
+    chunker: &Chunker,
+) -> Result<(Vec<Change>, usize)> {
+    let chunked: Vec<_> = docs.iter().map(|d| chunker.chunk(d)).collect();
+    let texts: Vec<String> = docs
+        .iter()
+        .zip(&chunked)
+        .flat_map(|(d, cs)| cs.iter().map(|c| c.embed_text(&d.title)))
+        .collect();
+    let mut vectors = embedder.embed_documents(&texts)?.into_iter();
+    let mut changes = Vec::with_capacity(docs.len());
+    for (doc, chunks) in docs.iter().zip(chunked) {
+        let path = path_key(&doc.path);
+        let id = doc_id(&doc.path);
+        let records = chunks
+            .into_iter()
+            .map(|c| ChunkRecord {
+                chunk_id: format!("{id}:{}", c.ord),
+                doc_id: id.clone(),
+                path: path.clone(),
+                title: doc.title.clone(),
+                start_line: c.start_line,
+                end_line: c.end_line,
+                text: c.text,
+                content_hash: doc.content_hash.clone(),
+                vector: vectors.next().unwrap_or_default(),
+            })
+            .collect();
+        changes.push(Change::Replace {
+            path,
+            chunks: records,
+        });
+    }
+    Ok((changes, texts.len()))
+}

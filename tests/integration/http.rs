@@ -1,0 +1,171 @@
+//! The HTTP API: shapes match the CLI; bad requests get a 4xx with a message, never a 5xx.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::util::*;
+
+fn wait_indexed(server: &Server, documents: u64) {
+    wait_until(Duration::from_secs(120), "initial indexing", || {
+        let (_, s) = server.get("/v1/status").unwrap();
+        s["indexing"] == false && s["documents"].as_u64() == Some(documents)
+    });
+}
+
+#[test]
+fn query_and_ask_shapes_and_bad_requests() {
+    let data = tempfile::tempdir().unwrap();
+    let docs = tempfile::tempdir().unwrap();
+    std::fs::write(
+        docs.path().join("kettle.md"),
+        "# Descaling the kettle\n\nTo descale the kettle, boil a mixture of water and white vinegar, \
+         leave it for one hour, then rinse it twice with clean water.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        docs.path().join("plants.md"),
+        "# Watering plants\n\nWater the ferns every Tuesday. Cacti need water once a month.\n",
+    )
+    .unwrap();
+    let server = Server::start(data.path(), &["--watch", docs.path().to_str().unwrap()]);
+    wait_indexed(&server, 2);
+
+    let (status, body) = server.get("/healthz").unwrap();
+    assert_eq!((status, body), (200, json!({"status": "ok"})));
+
+    let (status, body) = server.post(
+        "/v1/query",
+        &json!({"query": "how to descale a kettle", "k": 3}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let hits = body["hits"].as_array().unwrap();
+    assert!(!hits.is_empty() && hits.len() <= 3);
+    for key in [
+        "doc_id",
+        "path",
+        "start_line",
+        "end_line",
+        "text",
+        "score",
+        "bm25_score",
+        "vector_score",
+    ] {
+        assert!(hits[0].get(key).is_some(), "hit lacks {key}: {}", hits[0]);
+    }
+    assert!(hits[0]["path"].as_str().unwrap().ends_with("kettle.md"));
+
+    let (status, body) = server.post(
+        "/v1/ask",
+        &json!({"question": "How do I descale the kettle?", "k": 2}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !body["answer"].as_str().unwrap().trim().is_empty(),
+        "{body}"
+    );
+    let citations = body["citations"].as_array().unwrap();
+    for c in citations {
+        for key in ["n", "path", "start_line", "end_line", "text"] {
+            assert!(c.get(key).is_some(), "citation lacks {key}: {c}");
+        }
+    }
+
+    // Bad requests: each a 4xx with an error message.
+    let too_big = vec![b'x'; (1 << 20) + 10];
+    let cases: Vec<(&str, &str, Vec<u8>, u16)> = vec![
+        ("/v1/query", "application/json", b"{not json".to_vec(), 400),
+        (
+            "/v1/query",
+            "application/json",
+            br#"{"k": 3}"#.to_vec(),
+            400,
+        ),
+        (
+            "/v1/query",
+            "application/json",
+            br#"{"query": "  "}"#.to_vec(),
+            400,
+        ),
+        (
+            "/v1/query",
+            "application/json",
+            br#"{"query": "x", "k": 0}"#.to_vec(),
+            400,
+        ),
+        (
+            "/v1/query",
+            "application/json",
+            br#"{"query": "x", "k": -1}"#.to_vec(),
+            400,
+        ),
+        (
+            "/v1/query",
+            "application/json",
+            br#"{"query": 5}"#.to_vec(),
+            400,
+        ),
+        (
+            "/v1/query",
+            "text/plain",
+            br#"{"query": "x"}"#.to_vec(),
+            400,
+        ),
+        ("/v1/query", "application/json", b"\xff\xfe".to_vec(), 400),
+        (
+            "/v1/ask",
+            "application/json",
+            br#"{"query": "wrong field"}"#.to_vec(),
+            400,
+        ),
+        (
+            "/v1/ask",
+            "application/json",
+            br#"{"question": "x", "k": 1000}"#.to_vec(),
+            400,
+        ),
+        ("/v1/query", "application/json", too_big, 413),
+        ("/v1/nope", "application/json", b"{}".to_vec(), 404),
+    ];
+    for (path, ct, body, want) in cases {
+        let (status, resp) = server.post_raw(path, ct, &body, None);
+        assert_eq!(
+            status,
+            want,
+            "{path} {:?} -> {resp}",
+            String::from_utf8_lossy(&body[..body.len().min(40)])
+        );
+        assert!(
+            resp["error"].as_str().is_some_and(|m| !m.is_empty()),
+            "no message: {resp}"
+        );
+    }
+    // The server is still healthy after all that.
+    assert_eq!(server.get("/healthz").unwrap().0, 200);
+    let (status, _) = server.get("/").unwrap();
+    assert_eq!(status, 200, "the web page is served");
+}
+
+#[test]
+fn api_key_is_required_when_set() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &["--api-key", "s3cret"]);
+    let body = json!({"query": "anything"}).to_string();
+    let (status, resp) = server.post_raw("/v1/query", "application/json", body.as_bytes(), None);
+    assert_eq!(status, 401, "{resp}");
+    let (status, _) = server.post_raw(
+        "/v1/query",
+        "application/json",
+        body.as_bytes(),
+        Some("wrong"),
+    );
+    assert_eq!(status, 401);
+    let (status, resp) = server.post_raw(
+        "/v1/query",
+        "application/json",
+        body.as_bytes(),
+        Some("s3cret"),
+    );
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(resp["hits"], Value::Array(vec![]));
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests of sovrag: the real binary, real models, real stores, real HTTP.
+
+mod util;
+
+mod cli;
+mod corpus;
+mod http;
+mod watch;

@@ -1,0 +1,181 @@
+//! Helpers: find the binary, run it, start a server, talk HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `sovrag` binary built beside this test binary (`target/<profile>/sovrag`).
+pub fn bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SOVRAG_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let b = dir.join("sovrag");
+    assert!(
+        b.is_file(),
+        "{} not found: build it first with `cargo build --release` (scripts/test.sh does)",
+        b.display()
+    );
+    b
+}
+
+/// The repository root (for `corpus/`).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A `sovrag` command with its data dir set; quiet logs unless the test run sets RUST_LOG.
+pub fn sovrag(data_dir: &Path) -> Command {
+    let mut c = Command::new(bin());
+    c.arg("--data-dir").arg(data_dir);
+    // A user's own ~/.config/sovrag/config.toml must not change what the tests see.
+    c.env("XDG_CONFIG_HOME", data_dir.join("no-config"))
+        .env_remove("SOVRAG_CONFIG");
+    c
+}
+
+/// Runs to completion; panics with stderr on failure.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn sovrag");
+    assert!(
+        out.status.success(),
+        "{:?} failed ({}):\nstdout: {}\nstderr: {}",
+        cmd,
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// A running `sovrag serve`, killed on drop.
+pub struct Server {
+    child: Child,
+    pub base: String,
+}
+
+impl Server {
+    /// Starts `sovrag serve` on an ephemeral loopback port with `args`, and waits for /healthz.
+    pub fn start(data_dir: &Path, args: &[&str]) -> Server {
+        let mut child = sovrag(data_dir)
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sovrag serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            let line = lines
+                .next()
+                .expect("serve exited before printing its address")
+                .unwrap();
+            if let Some(rest) = line.split("http://").nth(1) {
+                break format!("http://{}", rest.split('/').next().unwrap());
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let server = Server { child, base };
+        wait_until(Duration::from_secs(60), "healthz", || {
+            server
+                .get("/healthz")
+                .map(|(s, _)| s == 200)
+                .unwrap_or(false)
+        });
+        server
+    }
+
+    pub fn get(&self, path: &str) -> Result<(u16, Value), String> {
+        let resp = agent()
+            .get(format!("{}{path}", self.base))
+            .call()
+            .map_err(|e| e.to_string())?;
+        read(resp)
+    }
+
+    /// POSTs a raw body with a content type and optional bearer key.
+    pub fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+        key: Option<&str>,
+    ) -> (u16, Value) {
+        let mut req = agent()
+            .post(format!("{}{path}", self.base))
+            .header("Content-Type", content_type);
+        if let Some(k) = key {
+            req = req.header("Authorization", format!("Bearer {k}"));
+        }
+        read(req.send(body).expect("HTTP request")).expect("response")
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_raw(path, "application/json", body.to_string().as_bytes(), None)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(300)))
+        .build()
+        .into()
+}
+
+fn read(mut resp: ureq::http::Response<ureq::Body>) -> Result<(u16, Value), String> {
+    let status = resp.status().as_u16();
+    let text = resp
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
+    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Ok((status, v))
+}
+
+/// Polls `cond` until it holds, panicking after `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Lines `start..=end` (1-based) of a file, joined with newlines.
+pub fn lines_of(path: &str, start: u64, end: u64) -> String {
+    let text = std::fs::read_to_string(path).expect("cited file readable");
+    text.lines()
+        .skip(start as usize - 1)
+        .take((end - start + 1) as usize)
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,83 @@
+//! `serve --watch`: created, edited and deleted files show up in search within seconds.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::util::*;
+
+fn hits_for(server: &Server, q: &str) -> Vec<serde_json::Value> {
+    let (status, body) = server.post("/v1/query", &json!({"query": q, "k": 20}));
+    assert_eq!(status, 200, "{body}");
+    body["hits"].as_array().unwrap().clone()
+}
+
+fn found(server: &Server, q: &str, file: &str, word: &str) -> bool {
+    hits_for(server, q).iter().any(|h| {
+        h["path"].as_str().unwrap().ends_with(file) && h["text"].as_str().unwrap().contains(word)
+    })
+}
+
+#[test]
+fn watched_folder_follows_create_edit_delete() {
+    let data = tempfile::tempdir().unwrap();
+    let docs = tempfile::tempdir().unwrap();
+    let d = docs.path();
+    std::fs::write(
+        d.join("base.md"),
+        "# Base\n\nA file present before the server starts.\n",
+    )
+    .unwrap();
+    let server = Server::start(data.path(), &["--watch", d.to_str().unwrap()]);
+    let limit = Duration::from_secs(30);
+    wait_until(limit, "initial file indexed", || {
+        found(&server, "file present before", "base.md", "present")
+    });
+
+    std::fs::write(
+        d.join("new.md"),
+        "# Zebras\n\nZebras graze on the quillwort meadow.\n",
+    )
+    .unwrap();
+    wait_until(limit, "new file searchable", || {
+        found(&server, "quillwort meadow", "new.md", "quillwort")
+    });
+
+    std::fs::write(
+        d.join("new.md"),
+        "# Zebras\n\nZebras now graze by the saltmarsh.\n",
+    )
+    .unwrap();
+    wait_until(limit, "edit searchable", || {
+        found(&server, "saltmarsh", "new.md", "saltmarsh")
+    });
+    assert!(
+        !hits_for(&server, "quillwort meadow")
+            .iter()
+            .any(|h| h["text"].as_str().unwrap().contains("quillwort")),
+        "old text of an edited file still matches"
+    );
+
+    std::fs::create_dir(d.join("sub")).unwrap();
+    std::fs::write(
+        d.join("sub").join("deep.txt"),
+        "Ptarmigans turn white in winter.\n",
+    )
+    .unwrap();
+    wait_until(limit, "file in a new folder", || {
+        found(&server, "ptarmigans", "deep.txt", "Ptarmigans")
+    });
+
+    std::fs::remove_file(d.join("new.md")).unwrap();
+    std::fs::remove_dir_all(d.join("sub")).unwrap();
+    wait_until(limit, "deleted files gone", || {
+        !hits_for(&server, "zebras saltmarsh ptarmigans")
+            .iter()
+            .any(|h| {
+                let p = h["path"].as_str().unwrap();
+                p.ends_with("new.md") || p.ends_with("deep.txt")
+            })
+    });
+    let (_, status) = server.get("/v1/status").unwrap();
+    assert_eq!(status["documents"], 1, "{status}");
+}
