@@ -4,7 +4,7 @@ same chunks, kept in step, searched together and fused.
 
 `sovrag-retrieve` owns the on-disk stores under a data dir (`lance/` and `tantivy/`), the
 write path that keeps them in agreement ([`Store::apply`]),
-and hybrid search ([`Store::search`]) with reciprocal-rank fusion ([`fusion`]). It takes
+and hybrid search ([`Store::search`]) fusing the two rankings ([`fusion`]). It takes
 vectors and chunks from `sovrag-ingest`; it does not load files, embed, or generate text.
 
 Consistency rule: LanceDB is written first and is the record of what is indexed; tantivy is
@@ -16,7 +16,7 @@ rebuilt from LanceDB, which needs no re-embedding.
 use sovrag_retrieve::{SearchMode, Store};
 let store = Store::open(std::path::Path::new("/tmp/sovrag-data")).await?;
 let query_vector = vec![0.0f32; 384]; // from sovrag_ingest::embed::Embedder::embed_query
-let hits = store.search("how do I watch a folder", &query_vector, 5, SearchMode::Hybrid).await?;
+let hits = store.search("how do I watch a folder", &query_vector, 5, SearchMode::default()).await?;
 for h in hits { println!("{}:{}-{} {:.3}", h.path, h.start_line, h.end_line, h.score); }
 # Ok(()) }
 ```
@@ -144,15 +144,20 @@ impl Change {
 }
 
 /// Which retrievers a search uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SearchMode {
     /// BM25 only.
     Bm25,
     /// Vectors only.
     Dense,
     /// Both, fused.
-    #[default]
-    Hybrid,
+    Hybrid(fusion::Fusion),
+}
+
+impl Default for SearchMode {
+    fn default() -> Self {
+        SearchMode::Hybrid(fusion::Fusion::default())
+    }
 }
 
 /// How many candidates each retriever contributes before fusion: deep enough that a chunk
@@ -294,7 +299,15 @@ impl Store {
         };
         times.vector = t.elapsed();
         let t = Instant::now();
-        let mut hits = fusion::rrf(bm25, dense, fusion::RRF_K);
+        // A single retriever's hits keep its own score; only a hybrid fuses.
+        let mut hits = match mode {
+            SearchMode::Bm25 => bm25,
+            SearchMode::Dense => dense,
+            SearchMode::Hybrid(fusion::Fusion::Convex) => {
+                fusion::convex(bm25, dense, fusion::CONVEX_ALPHA)
+            }
+            SearchMode::Hybrid(fusion::Fusion::Rrf) => fusion::rrf(bm25, dense, fusion::RRF_K),
+        };
         hits.truncate(k);
         times.fusion = t.elapsed();
         Ok((hits, times))
@@ -373,7 +386,7 @@ mod tests {
         assert_eq!(hits[0].chunk_id, "b's.md:1");
         assert!(hits[0].vector_score.unwrap() > 0.9);
         let hits = store
-            .search("models", &axis(2), 3, SearchMode::Hybrid)
+            .search("models", &axis(2), 3, SearchMode::default())
             .await
             .unwrap();
         assert_eq!(hits[0].chunk_id, "b's.md:0");

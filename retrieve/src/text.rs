@@ -6,6 +6,9 @@ use std::sync::Mutex;
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
 use tantivy::schema::{IndexRecordOption, Value};
+use tantivy::tokenizer::{
+    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
+};
 use tantivy::{
     Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, directory::MmapDirectory,
 };
@@ -17,6 +20,22 @@ use crate::{ChunkRecord, Error, Hit, Result};
 const TITLE_BOOST: f32 = 1.0;
 /// The writer's indexing arena; chunks are small, so the minimum tantivy accepts is plenty.
 const WRITER_MEMORY: usize = 32 << 20;
+
+/// The index analyzer (`en_stem`) plus Lucene's English stop words. Stop words are dropped
+/// from queries only: as query terms they match nearly every chunk and add noise to BM25,
+/// while the index keeps them so a later phrase query can still use them.
+fn query_analyzer() -> TextAnalyzer {
+    let builder = TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(40))
+        .filter(LowerCaser);
+    match StopWordFilter::new(Language::English) {
+        Some(stop) => builder
+            .filter(stop)
+            .filter(Stemmer::new(Language::English))
+            .build(),
+        None => builder.filter(Stemmer::new(Language::English)).build(),
+    }
+}
 
 pub struct TextIndex {
     index: Index,
@@ -115,7 +134,7 @@ impl TextIndex {
     /// type questions, and "what's `a:b`?" must not be a syntax error.
     pub fn search(&self, query: &str, limit: usize) -> Result<Vec<Hit>> {
         let f = self.fields;
-        let mut analyzer = self.index.tokenizer_for_field(f.text)?;
+        let mut analyzer = query_analyzer();
         let mut terms: Vec<String> = Vec::new();
         let mut stream = analyzer.token_stream(query);
         stream.process(&mut |t| {

@@ -114,6 +114,10 @@ pub enum Command {
         /// Write the ranking as a TREC run file (FILE.<mode> for each mode with --mode all).
         #[arg(long)]
         run_out: Option<PathBuf>,
+        /// Only measure embedding throughput on the first N documents (title + text, as
+        /// shared/bench/pyref.py embeds them), without indexing.
+        #[arg(long, value_name = "N")]
+        embed_bench: Option<usize>,
     },
     /// Show what is indexed.
     Status {

@@ -36,7 +36,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             k,
             json,
             run_out,
-        } => crate::eval::run(config, &beir, mode, k, json, run_out).await,
+            embed_bench,
+        } => match embed_bench {
+            Some(n) => crate::eval::embed_bench(config, &beir, n, json).await,
+            None => crate::eval::run(config, &beir, mode, k, json, run_out).await,
+        },
     }
 }
 

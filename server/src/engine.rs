@@ -228,7 +228,7 @@ impl Engine {
 
     /// The `k` best chunks for `text` (hybrid search).
     pub async fn query(&self, text: &str, k: usize) -> Result<Vec<Hit>> {
-        Ok(self.search(text, k, SearchMode::Hybrid).await?.0)
+        Ok(self.search(text, k, SearchMode::default()).await?.0)
     }
 
     /// The `k` best chunks by the chosen retrievers, with the time each stage took

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sovrag_ingest::load::Document;
 use sovrag_retrieve::SearchMode;
+use sovrag_retrieve::fusion::Fusion;
 use sovrag_retrieve::metrics::{Judgements, Scores, score_run};
 
 use crate::config::Config;
@@ -25,6 +26,8 @@ pub enum EvalMode {
     Bm25,
     Dense,
     Hybrid,
+    /// Hybrid with reciprocal-rank fusion instead of the default convex combination.
+    HybridRrf,
     All,
 }
 
@@ -33,12 +36,14 @@ impl EvalMode {
         let all = [
             ("bm25", SearchMode::Bm25),
             ("dense", SearchMode::Dense),
-            ("hybrid", SearchMode::Hybrid),
+            ("hybrid", SearchMode::default()),
+            ("hybrid_rrf", SearchMode::Hybrid(Fusion::Rrf)),
         ];
         match self {
             EvalMode::Bm25 => vec![all[0]],
             EvalMode::Dense => vec![all[1]],
             EvalMode::Hybrid => vec![all[2]],
+            EvalMode::HybridRrf => vec![all[3]],
             EvalMode::All => all.to_vec(),
         }
     }
@@ -119,6 +124,39 @@ fn read_qrels(path: &Path) -> Result<HashMap<String, Judgements>> {
             .insert(parts[parts.len() - 2].trim().to_string(), score as u32);
     }
     Ok(out)
+}
+
+/// Embedding throughput on exactly the inputs `shared/bench/pyref.py` uses (title + " " +
+/// text of the first `limit` documents, 256-token cap), so the two figures compare directly.
+pub async fn embed_bench(config: Config, beir: &Path, limit: usize, json: bool) -> Result<()> {
+    let docs: Vec<BeirDoc> = read_jsonl(&beir.join("corpus.jsonl"))?;
+    let texts: Vec<String> = docs
+        .into_iter()
+        .take(limit)
+        .map(|d| format!("{} {}", d.title, d.text).trim().to_string())
+        .collect();
+    let models = sovrag_ingest::models::ModelPaths::locate(config.models.as_deref())?;
+    let threads = config.threads;
+    let m = models.clone();
+    let (tokens, secs) = tokio::task::spawn_blocking(move || -> Result<(usize, f64)> {
+        let embedder = sovrag_ingest::embed::Embedder::load(&m, threads)?;
+        let chunker = sovrag_ingest::chunk::Chunker::new(&m, 200, 0)?;
+        let tokens: usize = texts.iter().map(|t| chunker.model_tokens(t)).sum();
+        let t = std::time::Instant::now();
+        embedder.embed_documents(&texts)?;
+        Ok((tokens, t.elapsed().as_secs_f64()))
+    })
+    .await??;
+    let rate = tokens as f64 / secs;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"embed_docs": limit, "embed_tokens": tokens, "embed_s": secs, "tokens_per_s": rate, "threads": threads})
+        );
+    } else {
+        println!("embedded {limit} documents, {tokens} tokens in {secs:.2}s: {rate:.0} tokens/s");
+    }
+    Ok(())
 }
 
 pub async fn run(
@@ -282,7 +320,7 @@ pub async fn run(
     );
     for (name, s) in &table {
         println!(
-            "{:<8} {:>8.4} {:>11.4} {:>8.4}",
+            "{:<10} {:>8.4} {:>11.4} {:>8.4}",
             name, s.ndcg_at_10, s.recall_at_100, s.mrr_at_10
         );
     }

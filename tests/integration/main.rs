@@ -4,5 +4,6 @@ mod util;
 
 mod cli;
 mod corpus;
+mod eval;
 mod http;
 mod watch;
