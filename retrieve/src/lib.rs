@@ -168,8 +168,9 @@ const CANDIDATES: usize = 100;
 pub struct Store {
     vectors: vector::VectorStore,
     text: text::TextIndex,
-    // Writes to the two stores happen as one unit, one at a time.
-    write_lock: tokio::sync::Mutex<()>,
+    // Writes to the two stores happen as one unit, one at a time, and a search never sees
+    // one store updated and the other not.
+    write_lock: tokio::sync::RwLock<()>,
 }
 
 impl Store {
@@ -185,7 +186,7 @@ impl Store {
         let store = Store {
             vectors,
             text,
-            write_lock: tokio::sync::Mutex::new(()),
+            write_lock: tokio::sync::RwLock::new(()),
         };
         store.repair_if_needed().await?;
         Ok(store)
@@ -200,7 +201,7 @@ impl Store {
         tracing::warn!(
             "text index has {in_tantivy} chunks, vector store {in_lance}: rebuilding the text index from the vector store"
         );
-        let _w = self.write_lock.lock().await;
+        let _w = self.write_lock.write().await;
         let all = self.vectors.all_chunks().await?;
         self.text.rebuild(&all)
     }
@@ -237,16 +238,28 @@ impl Store {
                 )));
             }
         }
-        let paths: Vec<&str> = changes.iter().map(Change::path).collect();
+        // The last change to a path wins: two replacements of one document in a batch must
+        // not leave both sets of chunks behind.
+        let mut last: HashMap<&str, usize> = HashMap::new();
+        for (i, c) in changes.iter().enumerate() {
+            last.insert(c.path(), i);
+        }
+        let changes: Vec<&Change> = changes
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| last[c.path()] == *i)
+            .map(|(_, c)| c)
+            .collect();
+        let paths: Vec<&str> = changes.iter().map(|c| c.path()).collect();
         let chunks: Vec<ChunkRecord> = changes
             .iter()
-            .filter_map(|c| match c {
+            .filter_map(|c| match *c {
                 Change::Replace { chunks, .. } => Some(chunks.iter().cloned()),
                 Change::Delete { .. } => None,
             })
             .flatten()
             .collect();
-        let _w = self.write_lock.lock().await;
+        let _w = self.write_lock.write().await;
         // LanceDB first: it is the record; tantivy follows (see the crate doc).
         self.vectors.replace(&paths, &chunks).await?;
         self.text.replace(&paths, &chunks)
@@ -278,6 +291,7 @@ impl Store {
             return Ok((Vec::new(), times));
         }
         let depth = CANDIDATES.max(k);
+        let _r = self.write_lock.read().await;
         let t = Instant::now();
         let bm25 = if mode != SearchMode::Dense {
             self.text.search(query, depth)?
@@ -373,6 +387,28 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.counts().await.unwrap(), (2, 3));
+
+        // Two replacements of one path in a batch: only the last one's chunks remain.
+        store
+            .apply(vec![
+                Change::Replace {
+                    path: "c.md".into(),
+                    chunks: vec![chunk("c.md", 0, "first version", 5)],
+                },
+                Change::Replace {
+                    path: "c.md".into(),
+                    chunks: vec![chunk("c.md", 0, "second version", 5)],
+                },
+            ])
+            .await
+            .unwrap();
+        assert_eq!(store.counts().await.unwrap(), (3, 4));
+        store
+            .apply(vec![Change::Delete {
+                path: "c.md".into(),
+            }])
+            .await
+            .unwrap();
 
         let hits = store
             .search("watch", &axis(9), 5, SearchMode::Bm25)

@@ -123,6 +123,9 @@ impl Engine {
                 files.push(p);
             }
         }
+        // Overlapping arguments (a folder and a file in it) must not index a file twice.
+        files.sort();
+        files.dedup();
         let known = self.store.documents().await?;
         let on_disk: HashSet<String> = files.iter().map(|f| path_key(f)).collect();
         let gone: Vec<String> = known
@@ -169,6 +172,9 @@ impl Engine {
                 to_index.push(p);
             }
         }
+        // A new folder arrives as events for the folder and for its files: index each once.
+        to_index.sort();
+        to_index.dedup();
         let mut report = self.remove(to_remove).await?;
         let known = Arc::new(known);
         for batch in to_index.chunks(FILES_PER_BATCH) {

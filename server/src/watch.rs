@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use notify_debouncer_full::notify::RecursiveMode;
+use notify_debouncer_full::notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 
 use crate::engine::Engine;
@@ -68,6 +68,12 @@ pub async fn watch(engine: Arc<Engine>, root: PathBuf) -> Result<()> {
             match res {
                 Ok(events) => {
                     for ev in events {
+                        // Opening or closing a file changes nothing, and our own reads
+                        // produce such events: following them would loop.
+                        if matches!(ev.event.kind, EventKind::Access(_)) {
+                            continue;
+                        }
+                        tracing::debug!("event {:?} {:?}", ev.event.kind, ev.event.paths);
                         rescan |= ev.need_rescan();
                         paths.extend(ev.event.paths.iter().cloned());
                     }
