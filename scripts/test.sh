@@ -5,4 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --workspace --all-targets
-cargo test --release --workspace "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --release --workspace "$@" 2>&1 | tee "$log" || status=$?
+# One closing line for the whole suite (cargo's last line is the last crate's doc tests).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "sovrag: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

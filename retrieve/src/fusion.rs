@@ -10,25 +10,36 @@ use crate::Hit;
 pub const RRF_K: f32 = 60.0;
 
 /// Fuses two rankings (best first) into one: each chunk scores Σ 1/(k + rank), rank 1-based.
+pub fn rrf(bm25: Vec<Hit>, dense: Vec<Hit>, k: f32) -> Vec<Hit> {
+    merge(bm25, dense, |_, rank, _| 1.0 / (k + rank as f32 + 1.0))
+}
+
+/// Merges the two lists by chunk, summing what `contribution(is_bm25, rank, hit)` gives each
+/// appearance, and sorts best first.
 ///
 /// A hit found by both keeps both raw scores; one found by one side only has the other
 /// side's score `None`. Ties break on chunk id so results are deterministic.
-pub fn rrf(bm25: Vec<Hit>, dense: Vec<Hit>, k: f32) -> Vec<Hit> {
+fn merge(
+    bm25: Vec<Hit>,
+    dense: Vec<Hit>,
+    contribution: impl Fn(bool, usize, &Hit) -> f32,
+) -> Vec<Hit> {
     let mut fused: HashMap<String, Hit> = HashMap::new();
     for (list, is_bm25) in [(bm25, true), (dense, false)] {
         for (rank, hit) in list.into_iter().enumerate() {
-            let add = 1.0 / (k + rank as f32 + 1.0);
+            let add = contribution(is_bm25, rank, &hit);
+            let (b, v) = (hit.bm25_score, hit.vector_score);
             let entry = fused.entry(hit.chunk_id.clone()).or_insert_with(|| Hit {
                 score: 0.0,
                 bm25_score: None,
                 vector_score: None,
-                ..hit.clone()
+                ..hit
             });
             entry.score += add;
             if is_bm25 {
-                entry.bm25_score = hit.bm25_score;
+                entry.bm25_score = b;
             } else {
-                entry.vector_score = hit.vector_score;
+                entry.vector_score = v;
             }
         }
     }
@@ -70,39 +81,13 @@ pub fn convex(bm25: Vec<Hit>, dense: Vec<Hit>, alpha: f32) -> Vec<Hit> {
     }
     let rb = range(bm25.iter().map(|h| h.bm25_score.unwrap_or(0.0)));
     let rd = range(dense.iter().map(|h| h.vector_score.unwrap_or(0.0)));
-    let nb = |s| normalise(s, rb);
-    let nd = |s| normalise(s, rd);
-    let mut fused: HashMap<String, Hit> = HashMap::new();
-    for (list, is_bm25) in [(bm25, true), (dense, false)] {
-        for hit in list {
-            let (add, raw) = if is_bm25 {
-                let s = hit.bm25_score.unwrap_or(0.0);
-                ((1.0 - alpha) * nb(s), s)
-            } else {
-                let s = hit.vector_score.unwrap_or(0.0);
-                (alpha * nd(s), s)
-            };
-            let entry = fused.entry(hit.chunk_id.clone()).or_insert_with(|| Hit {
-                score: 0.0,
-                bm25_score: None,
-                vector_score: None,
-                ..hit
-            });
-            entry.score += add;
-            if is_bm25 {
-                entry.bm25_score = Some(raw);
-            } else {
-                entry.vector_score = Some(raw);
-            }
+    merge(bm25, dense, |is_bm25, _, hit| {
+        if is_bm25 {
+            (1.0 - alpha) * normalise(hit.bm25_score.unwrap_or(0.0), rb)
+        } else {
+            alpha * normalise(hit.vector_score.unwrap_or(0.0), rd)
         }
-    }
-    let mut out: Vec<Hit> = fused.into_values().collect();
-    out.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then_with(|| a.chunk_id.cmp(&b.chunk_id))
-    });
-    out
+    })
 }
 
 #[cfg(test)]
