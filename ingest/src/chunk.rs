@@ -27,11 +27,17 @@ impl Chunk {
     /// The text given to the embedding model: the document title gives a chunk its context
     /// (a paragraph deep in "Watching folders" rarely repeats the words "watch" or "folder").
     pub fn embed_text(&self, title: &str) -> String {
-        if title.is_empty() || self.text.starts_with(&format!("# {title}")) {
-            self.text.clone()
-        } else {
-            format!("{title}\n\n{}", self.text)
-        }
+        embed_text(title, &self.text)
+    }
+}
+
+/// What is embedded for a chunk `text` of a document titled `title` (see [`Chunk::embed_text`]);
+/// equal inputs give equal vectors, so a stored vector can be reused for it.
+pub fn embed_text(title: &str, text: &str) -> String {
+    if title.is_empty() || text.starts_with(&format!("# {title}")) {
+        text.to_string()
+    } else {
+        format!("{title}\n\n{text}")
     }
 }
 

@@ -150,6 +150,8 @@ impl Embedder {
                 })
                 .collect()
         });
+        self.texts_embedded
+            .fetch_add(texts.len() as u64, Ordering::Relaxed);
         let mut out = vec![Vec::new(); texts.len()];
         for r in results {
             for (b, vectors) in r? {
@@ -168,7 +170,7 @@ impl Embedder {
             .ok_or_else(|| Error::Embed("no vector returned".into()))
     }
 
-    /// How many texts this embedder has embedded since it was loaded.
+    /// How many document texts (not queries) this embedder has embedded since it was loaded.
     pub fn texts_embedded(&self) -> u64 {
         self.texts_embedded.load(Ordering::Relaxed)
     }
@@ -186,8 +188,6 @@ impl Embedder {
                 inputs.len()
             )));
         }
-        self.texts_embedded
-            .fetch_add(inputs.len() as u64, Ordering::Relaxed);
         Ok(vectors)
     }
 }

@@ -211,6 +211,16 @@ impl Store {
         self.vectors.documents().await
     }
 
+    /// Stored chunks of the documents at `paths` or with content `hashes`: their vectors can
+    /// be reused when an edited or moved file still holds the same chunk text.
+    pub async fn chunks_of(&self, paths: &[&str], hashes: &[&str]) -> Result<Vec<ChunkRecord>> {
+        if paths.is_empty() && hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _r = self.write_lock.read().await;
+        self.vectors.chunks_of(paths, hashes).await
+    }
+
     /// Number of (documents, chunks) stored.
     pub async fn counts(&self) -> Result<(usize, usize)> {
         Ok((

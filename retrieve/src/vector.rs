@@ -82,7 +82,28 @@ impl VectorStore {
 
     /// Every chunk, for rebuilding the text index.
     pub async fn all_chunks(&self) -> Result<Vec<ChunkRecord>> {
-        let batches: Vec<RecordBatch> = self.table.query().execute().await?.try_collect().await?;
+        self.chunks_where(None).await
+    }
+
+    /// Chunks stored under any of `paths` or from a file with any of `hashes`.
+    pub async fn chunks_of(&self, paths: &[&str], hashes: &[&str]) -> Result<Vec<ChunkRecord>> {
+        let mut out = Vec::new();
+        for (column, values) in [("path", paths), ("content_hash", hashes)] {
+            for group in values.chunks(256) {
+                let list: Vec<String> = group.iter().map(|v| sql_str(v)).collect();
+                let filter = format!("{column} IN ({})", list.join(", "));
+                out.extend(self.chunks_where(Some(filter)).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn chunks_where(&self, filter: Option<String>) -> Result<Vec<ChunkRecord>> {
+        let mut query = self.table.query();
+        if let Some(f) = filter {
+            query = query.only_if(f);
+        }
+        let batches: Vec<RecordBatch> = query.execute().await?.try_collect().await?;
         let mut out = Vec::new();
         for b in &batches {
             out.extend(records(b)?);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use sovrag_generate::{Answer, Generator, GeneratorConfig, Passage};
-use sovrag_ingest::chunk::{Chunker, doc_id};
+use sovrag_ingest::chunk::{Chunker, doc_id, embed_text};
 use sovrag_ingest::embed::Embedder;
 use sovrag_ingest::models::ModelPaths;
 use sovrag_ingest::{load, walk};
@@ -69,14 +69,9 @@ pub struct Status {
     pub data_dir: String,
     /// Whether a watched folder is being synced right now.
     pub indexing: bool,
+    /// Chunk texts embedded since start (vectors reused for unchanged text are not counted).
+    pub texts_embedded: u64,
     pub problems: BTreeMap<String, String>,
-}
-
-/// Work that a batch of files turned into, ready to write.
-struct Prepared {
-    changes: Vec<Change>,
-    report: IndexReport,
-    problems: Vec<(String, Option<String>)>,
 }
 
 impl Engine {
@@ -133,9 +128,9 @@ impl Engine {
             .filter(|k| !on_disk.contains(*k) && roots.iter().any(|r| Path::new(k).starts_with(r)))
             .cloned()
             .collect();
-        let mut report = self.remove(gone).await?;
         on_progress(0, files.len());
         let known = Arc::new(known);
+        let mut report = IndexReport::default();
         for (i, batch) in files.chunks(FILES_PER_BATCH).enumerate() {
             report.add(&self.write_batch(batch.to_vec(), known.clone()).await?);
             on_progress(
@@ -143,6 +138,8 @@ impl Engine {
                 files.len(),
             );
         }
+        // Removed last, so a file that moved can take its vectors from its old path first.
+        report.add(&self.remove(gone).await?);
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
@@ -175,11 +172,13 @@ impl Engine {
         // A new folder arrives as events for the folder and for its files: index each once.
         to_index.sort();
         to_index.dedup();
-        let mut report = self.remove(to_remove).await?;
         let known = Arc::new(known);
+        let mut report = IndexReport::default();
         for batch in to_index.chunks(FILES_PER_BATCH) {
             report.add(&self.write_batch(batch.to_vec(), known.clone()).await?);
         }
+        // Removed last, so a renamed file can take its vectors from its old path first.
+        report.add(&self.remove(to_remove).await?);
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
@@ -216,20 +215,42 @@ impl Engine {
             self.chunker.clone(),
             self.config.max_file_bytes,
         );
-        let prepared =
-            tokio::task::spawn_blocking(move || prepare(&files, &known, &embedder, &chunker, max))
-                .await??;
+        let read = tokio::task::spawn_blocking(move || read_files(&files, &known, max)).await?;
+        // Vectors of chunks whose text is unchanged are reused: an edit re-embeds only what
+        // changed, a moved or renamed file (same content hash) nothing at all.
+        let paths: Vec<String> = read.docs.iter().map(|d| path_key(&d.path)).collect();
+        let hashes: Vec<&str> = read.docs.iter().map(|d| d.content_hash.as_str()).collect();
+        let path_refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let reuse: HashMap<String, Vec<f32>> = self
+            .store
+            .chunks_of(&path_refs, &hashes)
+            .await?
+            .into_iter()
+            .map(|c| (embed_text(&c.title, &c.text), c.vector))
+            .collect();
+        let Read {
+            docs,
+            mut report,
+            problems,
+        } = read;
+        let (changes, chunks, indexed) = tokio::task::spawn_blocking(move || {
+            let (changes, chunks) = embed_documents(&docs, &embedder, &chunker, &reuse)?;
+            anyhow::Ok((changes, chunks, docs.len()))
+        })
+        .await??;
+        report.indexed += indexed;
+        report.chunks += chunks;
         {
-            let mut problems = self.problems.lock().expect("problems lock");
-            for (path, problem) in prepared.problems {
+            let mut known_problems = self.problems.lock().expect("problems lock");
+            for (path, problem) in problems {
                 match problem {
-                    Some(p) => problems.insert(path, p),
-                    None => problems.remove(&path),
+                    Some(p) => known_problems.insert(path, p),
+                    None => known_problems.remove(&path),
                 };
             }
         }
-        self.store.apply(prepared.changes).await?;
-        Ok(prepared.report)
+        self.store.apply(changes).await?;
+        Ok(report)
     }
 
     /// The `k` best chunks for `text` (hybrid search).
@@ -285,7 +306,8 @@ impl Engine {
                     .map(|t| chunker.model_tokens(&t))
                     .sum();
                 let t = Instant::now();
-                let (changes, chunks) = embed_documents(&batch, &embedder, &chunker)?;
+                let (changes, chunks) =
+                    embed_documents(&batch, &embedder, &chunker, &HashMap::new())?;
                 anyhow::Ok((changes, chunks, tokens, t.elapsed().as_secs_f64()))
             })
             .await??;
@@ -369,6 +391,7 @@ impl Engine {
             chunks,
             data_dir: self.config.data_dir.display().to_string(),
             indexing: self.syncing.load(Ordering::SeqCst) > 0,
+            texts_embedded: self.embedder.texts_embedded(),
             problems: self.problems.lock().expect("problems lock").clone(),
         })
     }
@@ -389,14 +412,15 @@ pub fn path_key(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
+/// Files read from disk: the documents whose content changed, and what was skipped.
+struct Read {
+    docs: Vec<load::Document>,
+    report: IndexReport,
+    problems: Vec<(String, Option<String>)>,
+}
+
 /// Reads `files`, keeping the ones whose content changed (blocking work).
-fn prepare(
-    files: &[PathBuf],
-    known: &HashMap<String, String>,
-    embedder: &Embedder,
-    chunker: &Chunker,
-    max_bytes: u64,
-) -> Result<Prepared> {
+fn read_files(files: &[PathBuf], known: &HashMap<String, String>, max_bytes: u64) -> Read {
     let mut report = IndexReport::default();
     let mut problems = Vec::new();
     let mut docs = Vec::new();
@@ -421,21 +445,21 @@ fn prepare(
             }
         }
     }
-    let (changes, chunks) = embed_documents(&docs, embedder, chunker)?;
-    report.indexed += docs.len();
-    report.chunks += chunks;
-    Ok(Prepared {
-        changes,
+    Read {
+        docs,
         report,
         problems,
-    })
+    }
 }
 
 /// Chunks and embeds documents into store changes; returns them and the chunk count.
+///
+/// A chunk whose embedded text is a key of `reuse` takes that vector instead of being embedded.
 pub fn embed_documents(
     docs: &[load::Document],
     embedder: &Embedder,
     chunker: &Chunker,
+    reuse: &HashMap<String, Vec<f32>>,
 ) -> Result<(Vec<Change>, usize)> {
     let chunked: Vec<_> = docs.iter().map(|d| chunker.chunk(d)).collect();
     let texts: Vec<String> = docs
@@ -443,7 +467,12 @@ pub fn embed_documents(
         .zip(&chunked)
         .flat_map(|(d, cs)| cs.iter().map(|c| c.embed_text(&d.title)))
         .collect();
-    let mut vectors = embedder.embed_documents(&texts)?.into_iter();
+    let fresh: Vec<&String> = texts.iter().filter(|t| !reuse.contains_key(*t)).collect();
+    let mut embedded = embedder.embed_documents(&fresh)?.into_iter();
+    let mut vectors = texts.iter().map(|t| match reuse.get(t) {
+        Some(v) => v.clone(),
+        None => embedded.next().unwrap_or_default(),
+    });
     let mut changes = Vec::with_capacity(docs.len());
     for (doc, chunks) in docs.iter().zip(chunked) {
         let path = path_key(&doc.path);

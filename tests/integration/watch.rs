@@ -84,3 +84,61 @@ fn watched_folder_follows_create_edit_delete() {
     let (_, status) = server.get("/v1/status").unwrap();
     assert_eq!(status["documents"], 1, "{status}");
 }
+
+#[test]
+fn rename_and_move_keep_vectors_and_edits_embed_only_changed_chunks() {
+    let data = tempfile::tempdir().unwrap();
+    let docs = tempfile::tempdir().unwrap();
+    let d = docs.path();
+    let para = |i: usize| {
+        format!("Paragraph {i} about heron number {i} wading in the estuary at dawn.\n\n")
+    };
+    let body: String = (0..40).map(para).collect();
+    std::fs::write(d.join("herons.md"), format!("# Herons\n\n{body}")).unwrap();
+    let server = Server::start(data.path(), &["--watch", d.to_str().unwrap()]);
+    let limit = Duration::from_secs(60);
+    let status = || server.get("/v1/status").unwrap().1;
+    wait_until(limit, "initial index", || {
+        status()["documents"] == 1 && status()["indexing"] == false
+    });
+    let embedded = status()["texts_embedded"].as_u64().unwrap();
+    let chunks = status()["chunks"].as_u64().unwrap();
+    assert!(chunks >= 3, "the file spans several chunks: {}", status());
+
+    std::fs::create_dir(d.join("birds")).unwrap();
+    std::fs::rename(d.join("herons.md"), d.join("birds").join("waders.md")).unwrap();
+    wait_until(limit, "move applied", || {
+        found(&server, "heron estuary", "waders.md", "heron")
+    });
+    wait_until(limit, "old path gone", || {
+        !hits_for(&server, "heron estuary")
+            .iter()
+            .any(|h| h["path"].as_str().unwrap().ends_with("herons.md"))
+    });
+    let s = status();
+    assert_eq!(
+        s["texts_embedded"].as_u64().unwrap(),
+        embedded,
+        "a move re-embedded text: {s}"
+    );
+    assert_eq!(
+        s["chunks"].as_u64().unwrap(),
+        chunks,
+        "no duplicate or lost chunks: {s}"
+    );
+
+    // Change the last paragraph only: only the chunk(s) holding it are embedded again.
+    let edited = format!(
+        "# Herons\n\n{}Paragraph 39 now says egrets.\n",
+        (0..39).map(para).collect::<String>()
+    );
+    std::fs::write(d.join("birds").join("waders.md"), edited).unwrap();
+    wait_until(limit, "edit applied", || {
+        found(&server, "egrets", "waders.md", "egrets")
+    });
+    let again = status()["texts_embedded"].as_u64().unwrap() - embedded;
+    assert!(
+        again >= 1 && again < chunks,
+        "{again} of {chunks} chunks re-embedded for a one-line edit"
+    );
+}
