@@ -97,6 +97,11 @@ fn latency(mut v: Vec<Duration>) -> Latency {
 fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse_jsonl(&text, path)
+}
+
+/// One value per non-blank line; errors name `path:line`.
+fn parse_jsonl<T: for<'de> Deserialize<'de>>(text: &str, path: &Path) -> Result<Vec<T>> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
@@ -181,7 +186,6 @@ pub async fn run(
         ));
         hex::encode(&h.finalize()[..8])
     };
-    drop(corpus_bytes);
     config.data_dir = config.data_dir.join("eval").join(&key);
     let info_path = config.data_dir.join("index-info.json");
     let cached: Option<IndexInfo> = std::fs::read(&info_path)
@@ -199,7 +203,10 @@ pub async fn run(
             info
         }
         None => {
-            let docs: Vec<BeirDoc> = read_jsonl(&corpus_path)?;
+            // The bytes already read for the key: the corpus is read from disk once.
+            let text = String::from_utf8(corpus_bytes)
+                .with_context(|| format!("{} is not UTF-8", corpus_path.display()))?;
+            let docs: Vec<BeirDoc> = parse_jsonl(&text, &corpus_path)?;
             eprintln!(
                 "eval: indexing {} documents into {}",
                 docs.len(),
