@@ -57,10 +57,21 @@ pub fn load_file(path: &Path, max_bytes: u64) -> Result<Document> {
         )));
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // Non-blocking open, and the type checked again on the open file: a FIFO swapped in
+    // since the check above must not block us (O_NONBLOCK does not affect regular files).
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(io)?
+    };
+    if !file.metadata().map_err(io)?.is_file() {
+        return Err(skipped("not a regular file".into()));
+    }
     // `take` guards against a file that grows while we read it.
-    std::fs::File::open(path)
-        .map_err(io)?
-        .take(max_bytes + 1)
+    file.take(max_bytes + 1)
         .read_to_end(&mut bytes)
         .map_err(io)?;
     if bytes.len() as u64 > max_bytes {

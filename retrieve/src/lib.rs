@@ -8,8 +8,12 @@ and hybrid search ([`Store::search`]) fusing the two rankings ([`fusion`]). It t
 vectors and chunks from `sovrag-ingest`; it does not load files, embed, or generate text.
 
 Consistency rule: LanceDB is written first and is the record of what is indexed; tantivy is
-derived from it. When the two disagree on open (a crash between the two writes), tantivy is
-rebuilt from LanceDB, which needs no re-embedding.
+derived from it. Every tantivy commit records, in the same atomic commit, the LanceDB table
+version it matches. On open, a version that differs (a kill between the two writes, or any
+write tantivy never saw) or a chunk count that differs makes tantivy be rebuilt from LanceDB,
+which needs no re-embedding. A kill inside a LanceDB write leaves a file's chunks either old
+or absent, never half-replaced; the caller's reconcile against the files on disk (the
+content hash per path) re-indexes it.
 
 ```no_run
 # async fn demo() -> sovrag_retrieve::Result<()> {
@@ -29,7 +33,7 @@ mod schema;
 mod text;
 mod vector;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -193,17 +197,28 @@ impl Store {
     }
 
     async fn repair_if_needed(&self) -> Result<()> {
+        let _w = self.write_lock.write().await;
+        let version = self.vectors.version().await?;
         let in_lance = self.vectors.count().await?;
         let in_tantivy = self.text.count();
-        if in_lance == in_tantivy {
+        let synced = self.text.synced_version();
+        if in_lance == in_tantivy && synced == Some(version) {
             return Ok(());
         }
-        tracing::warn!(
-            "text index has {in_tantivy} chunks, vector store {in_lance}: rebuilding the text index from the vector store"
-        );
-        let _w = self.write_lock.write().await;
         let all = self.vectors.all_chunks().await?;
-        self.text.rebuild(&all)
+        match self.text.rebuild(&all, version) {
+            Ok(()) if in_lance + in_tantivy == 0 => Ok(()), // a new, empty store
+            Ok(()) => {
+                tracing::warn!(
+                    "text index was behind the vector store (version {synced:?} vs {version}, {in_tantivy} vs {in_lance} chunks): rebuilt it from the vector store"
+                );
+                Ok(())
+            }
+            // Another process is writing: it is the one that brings tantivy in line, and a
+            // reader must not fail because it looked between that writer's two commits.
+            Err(Error::Locked(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// `path → content_hash` of every indexed document.
@@ -272,7 +287,73 @@ impl Store {
         let _w = self.write_lock.write().await;
         // LanceDB first: it is the record; tantivy follows (see the crate doc).
         self.vectors.replace(&paths, &chunks).await?;
-        self.text.replace(&paths, &chunks)
+        let version = self.vectors.version().await?;
+        self.text.replace(&paths, &chunks, version)
+    }
+
+    /// Every stored chunk, and every way the stores break their own invariants: a chunk id
+    /// twice, a path with chunks of two contents, a vector of the wrong length, tantivy and
+    /// LanceDB holding different chunks, or tantivy not committed against LanceDB's version.
+    pub async fn audit(&self) -> Result<Audit> {
+        let _r = self.write_lock.read().await;
+        let chunks = self.vectors.all_chunks().await?;
+        let mut violations = Vec::new();
+        let mut ids = HashSet::new();
+        let mut hash_of: HashMap<&str, &str> = HashMap::new();
+        for c in &chunks {
+            if !ids.insert(c.chunk_id.as_str()) {
+                violations.push(format!("chunk {} is stored twice", c.chunk_id));
+            }
+            if c.vector.len() != EMBEDDING_DIM {
+                violations.push(format!(
+                    "chunk {} has a {}-dim vector",
+                    c.chunk_id,
+                    c.vector.len()
+                ));
+            }
+            let h = hash_of
+                .entry(c.path.as_str())
+                .or_insert(c.content_hash.as_str());
+            if *h != c.content_hash {
+                violations.push(format!("{} has chunks of two different contents", c.path));
+            }
+        }
+        let mut in_text = HashSet::new();
+        for id in self.text.chunk_ids()? {
+            if !ids.contains(id.as_str()) {
+                violations.push(format!(
+                    "text index has chunk {id}, the vector store does not"
+                ));
+            }
+            if !in_text.insert(id.clone()) {
+                violations.push(format!("text index has chunk {id} twice"));
+            }
+        }
+        for id in ids.iter().filter(|id| !in_text.contains(**id)) {
+            violations.push(format!(
+                "vector store has chunk {id}, the text index does not"
+            ));
+        }
+        let version = self.vectors.version().await?;
+        if self.text.synced_version() != Some(version) {
+            violations.push(format!(
+                "text index was committed against vector store version {:?}, which is now {version}",
+                self.text.synced_version()
+            ));
+        }
+        Ok(Audit { chunks, violations })
+    }
+
+    /// Housekeeping after writes: compacts the vector store when writes have fragmented it
+    /// (see `VectorStore::compact`). Returns whether anything was done.
+    pub async fn maintain(&self) -> Result<bool> {
+        let _w = self.write_lock.write().await;
+        if !self.vectors.compact().await? {
+            return Ok(false);
+        }
+        // Compaction is a new LanceDB version with the same chunks.
+        self.text.mark_synced(self.vectors.version().await?)?;
+        Ok(true)
     }
 
     /// The `k` best chunks for a query, by the chosen retrievers.
@@ -336,6 +417,15 @@ impl Store {
         times.fusion = t.elapsed();
         Ok((hits, times))
     }
+}
+
+/// What [`Store::audit`] found.
+#[derive(Debug)]
+pub struct Audit {
+    /// Every chunk in the vector store.
+    pub chunks: Vec<ChunkRecord>,
+    /// Each broken invariant, in one line.
+    pub violations: Vec<String>,
 }
 
 /// Time spent in each stage of one search.
@@ -468,6 +558,39 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+
+        // A kill between the LanceDB write and the tantivy commit, in a replacement that
+        // keeps the chunk count: the next open must still notice and catch tantivy up.
+        store
+            .vectors
+            .replace(&["b's.md"], &[chunk("b's.md", 0, "kingfishers dive", 4)])
+            .await
+            .unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).await.unwrap();
+        let bm25 = |q: &'static str| {
+            let store = &store;
+            async move {
+                store
+                    .search(q, &axis(4), 5, SearchMode::Bm25)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(bm25("kingfishers").await.len(), 1, "new text found");
+        assert!(
+            bm25("completely new words").await.is_empty(),
+            "stale text gone"
+        );
+        assert_eq!(store.counts().await.unwrap(), (1, 1));
+        // Replace it back, to the state the rest of the test expects.
+        store
+            .apply(vec![Change::Replace {
+                path: "b's.md".into(),
+                chunks: vec![chunk("b's.md", 0, "completely new words", 4)],
+            }])
+            .await
+            .unwrap();
         drop(store);
 
         // A crash between the two writes leaves tantivy behind: simulate by wiping it.

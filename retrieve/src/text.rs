@@ -10,7 +10,8 @@ use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
 };
 use tantivy::{
-    Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, directory::MmapDirectory,
+    DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term,
+    directory::MmapDirectory,
 };
 
 use crate::schema::{self, TextFields};
@@ -20,6 +21,8 @@ use crate::{ChunkRecord, Error, Hit, Result};
 const TITLE_BOOST: f32 = 1.0;
 /// The writer's indexing arena; chunks are small, so the minimum tantivy accepts is plenty.
 const WRITER_MEMORY: usize = 32 << 20;
+/// How the commit payload names the LanceDB version the index matches.
+const PAYLOAD_PREFIX: &str = "lance_version=";
 
 /// The index analyzer (`en_stem`) plus Lucene's English stop words. Stop words are dropped
 /// from queries only: as query terms they match nearly every chunk and add noise to BM25,
@@ -74,7 +77,26 @@ impl TextIndex {
         self.reader.searcher().num_docs() as usize
     }
 
-    fn with_writer<T>(&self, f: impl FnOnce(&mut IndexWriter) -> Result<T>) -> Result<T> {
+    /// The LanceDB table version this index was last committed against (see
+    /// [`crate::Store`]'s recovery rule); `None` for an index written before versions were
+    /// recorded, or never committed.
+    pub fn synced_version(&self) -> Option<u64> {
+        self.index
+            .load_metas()
+            .ok()?
+            .payload?
+            .strip_prefix(PAYLOAD_PREFIX)?
+            .parse()
+            .ok()
+    }
+
+    /// Runs `f` on the writer and commits, recording `lance_version` in the same atomic
+    /// commit, so a reader can tell whether this index caught up with the vector store.
+    fn with_writer<T>(
+        &self,
+        lance_version: u64,
+        f: impl FnOnce(&mut IndexWriter) -> Result<T>,
+    ) -> Result<T> {
         let mut guard = self
             .writer
             .lock()
@@ -88,7 +110,9 @@ impl TextIndex {
         }
         let writer = guard.as_mut().expect("writer set above");
         let out = f(writer)?;
-        writer.commit()?;
+        let mut commit = writer.prepare_commit()?;
+        commit.set_payload(&format!("{PAYLOAD_PREFIX}{lance_version}"));
+        commit.commit()?;
         self.reader.reload()?;
         Ok(out)
     }
@@ -106,8 +130,13 @@ impl TextIndex {
         d
     }
 
-    pub fn replace(&self, paths: &[&str], chunks: &[ChunkRecord]) -> Result<()> {
-        self.with_writer(|w| {
+    pub fn replace(
+        &self,
+        paths: &[&str],
+        chunks: &[ChunkRecord],
+        lance_version: u64,
+    ) -> Result<()> {
+        self.with_writer(lance_version, |w| {
             for path in paths {
                 w.delete_term(Term::from_field_text(self.fields.path, path));
             }
@@ -118,8 +147,32 @@ impl TextIndex {
         })
     }
 
-    pub fn rebuild(&self, chunks: &[ChunkRecord]) -> Result<()> {
-        self.with_writer(|w| {
+    /// Records that the index matches `lance_version` (after a write that changed no chunk,
+    /// such as compaction).
+    pub fn mark_synced(&self, lance_version: u64) -> Result<()> {
+        self.with_writer(lance_version, |_| Ok(()))
+    }
+
+    /// The chunk id of every live document, in index order (for audits).
+    pub fn chunk_ids(&self) -> Result<Vec<String>> {
+        let _ = self.reader.reload();
+        let searcher = self.reader.searcher();
+        let mut out = Vec::new();
+        for (ord, segment) in searcher.segment_readers().iter().enumerate() {
+            for doc in segment.doc_ids_alive() {
+                let d: TantivyDocument = searcher.doc(DocAddress::new(ord as u32, doc))?;
+                out.push(
+                    d.get_first(self.fields.chunk_id)
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn rebuild(&self, chunks: &[ChunkRecord], lance_version: u64) -> Result<()> {
+        self.with_writer(lance_version, |w| {
             w.delete_all_documents()?;
             for c in chunks {
                 w.add_document(self.doc(c))?;

@@ -9,11 +9,16 @@ use arrow_array::types::{Float32Type, UInt32Type};
 use arrow_array::{Array, FixedSizeListArray, Float32Array, RecordBatch, StringArray, UInt32Array};
 use futures::TryStreamExt;
 use lancedb::query::{ExecutableQuery, QueryBase, Select};
+use lancedb::table::{CompactionOptions, OptimizeAction};
 use lancedb::{DistanceType, Table};
 
 use crate::{ChunkRecord, EMBEDDING_DIM, Error, Hit, Result, schema};
 
 const TABLE: &str = "chunks";
+/// More fragments than this and [`VectorStore::compact`] merges them.
+const MAX_FRAGMENTS: usize = 16;
+/// Old table versions are kept this long, for readers in other processes that opened one.
+const KEEP_VERSIONS: lancedb::table::Duration = lancedb::table::Duration::minutes(10);
 
 pub struct VectorStore {
     table: Table,
@@ -39,6 +44,43 @@ impl VectorStore {
                 .await?
         };
         Ok(VectorStore { table })
+    }
+
+    /// The table version: every write makes a new one.
+    pub async fn version(&self) -> Result<u64> {
+        Ok(self.table.version().await?)
+    }
+
+    /// Merges small fragments and drops deleted rows, if there are enough of them to matter,
+    /// then deletes the files of versions older than [`KEEP_VERSIONS`]. Returns whether it
+    /// compacted.
+    ///
+    /// Every write adds a fragment, and a flat vector search pays per fragment: a watched
+    /// folder that gets many small edits would otherwise get slower and larger forever.
+    pub async fn compact(&self) -> Result<bool> {
+        let stats = self.table.stats().await?;
+        let fragments = stats.fragment_stats.num_fragments;
+        let deleted = stats.num_deleted_rows.unwrap_or(0);
+        if fragments <= MAX_FRAGMENTS && deleted * 10 <= stats.num_rows.max(1) {
+            return Ok(false);
+        }
+        self.table
+            .optimize(OptimizeAction::Compact {
+                options: CompactionOptions::default(),
+                remap_options: None,
+            })
+            .await?;
+        self.table
+            .optimize(OptimizeAction::Prune {
+                older_than: Some(KEEP_VERSIONS),
+                delete_unverified: None,
+                error_if_tagged_old_versions: None,
+            })
+            .await?;
+        tracing::debug!(
+            "compacted the vector store: {fragments} fragments, {deleted} deleted rows"
+        );
+        Ok(true)
     }
 
     pub async fn count(&self) -> Result<usize> {

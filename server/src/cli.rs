@@ -60,6 +60,10 @@ pub struct Settings {
     /// Files larger than this many MB are skipped. [default: 50]
     #[arg(long, global = true, env = "SOVRAG_MAX_FILE_MB")]
     pub max_file_mb: Option<u64>,
+    /// `serve --watch` re-walks each folder this often as a safety net for missed events;
+    /// 0 turns it off except where the OS watch limit was hit. [default: 600]
+    #[arg(long, global = true, env = "SOVRAG_RECONCILE_SECS")]
+    pub reconcile_secs: Option<u64>,
     /// CPU threads for the models (default: all cores).
     #[arg(long, global = true, env = "SOVRAG_THREADS")]
     pub threads: Option<usize>,
@@ -119,9 +123,21 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         embed_bench: Option<usize>,
     },
-    /// Show what is indexed.
+    /// Show what is indexed; asks the running server (at --bind) first, for its queue,
+    /// activity and per-file problems.
     Status {
         /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the index against the files under PATHS and against itself: every indexable
+    /// file indexed with its current text, nothing else indexed, no duplicate chunks, the
+    /// vector store and text index in agreement. Exits 1 on any violation.
+    Verify {
+        /// Folders that were indexed or watched.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Print JSON: {"files":…, "chunks":…, "violations":[…]}.
         #[arg(long)]
         json: bool,
     },

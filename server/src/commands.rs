@@ -2,6 +2,8 @@
 
 use std::io::{IsTerminal, Write};
 
+use std::path::Path;
+
 use anyhow::{Context, Result};
 
 use crate::cli::{Cli, Command};
@@ -30,6 +32,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Ask { question, k, json } => ask(config, &question, k, json).await,
         Command::Serve => serve(config).await,
         Command::Status { json } => status(config, json).await,
+        Command::Verify { paths, json } => verify(config, &paths, json).await,
         Command::Eval {
             beir,
             mode,
@@ -149,12 +152,14 @@ async fn serve(config: Config) -> Result<()> {
         anyhow::ensure!(root.is_dir(), "--watch {}: not a folder", w.display());
         roots.push(root);
     }
-    let api_key = config.api_key.clone();
+    let (api_key, reconcile_secs) = (config.api_key.clone(), config.reconcile_secs);
     let engine = Engine::open(config).await?;
+    let reconcile_every =
+        (reconcile_secs > 0).then(|| std::time::Duration::from_secs(reconcile_secs));
     for root in roots {
         let e = engine.clone();
         tokio::spawn(async move {
-            if let Err(err) = crate::watch::watch(e, root.clone()).await {
+            if let Err(err) = crate::watch::watch(e, root.clone(), reconcile_every).await {
                 tracing::error!("{err:#}");
             }
         });
@@ -170,15 +175,97 @@ async fn serve(config: Config) -> Result<()> {
 }
 
 async fn status(config: Config, json: bool) -> Result<()> {
-    let engine = Engine::open(config).await?;
-    let s = engine.status().await?;
+    let (s, from) = match server_status(&config) {
+        Some(s) => (s, format!(" (from the server at {})", config.bind)),
+        None => (Engine::open(config).await?.status().await?, String::new()),
+    };
     if json {
         println!("{}", serde_json::to_string(&s)?);
+        return Ok(());
+    }
+    println!(
+        "{} documents, {} chunks in {}{from}",
+        s.documents, s.chunks, s.data_dir
+    );
+    if s.indexing {
+        let mut what = vec![
+            if s.reconciling {
+                "reconciling"
+            } else {
+                "syncing"
+            }
+            .to_string(),
+        ];
+        if let Some(p) = &s.progress {
+            what.push(format!("{}/{} files", p.done, p.total));
+        }
+        println!("indexing: {}", what.join(", "));
+    }
+    if s.queue > 0 {
+        println!("queue: {} changed paths waiting", s.queue);
+    }
+    for (root, how) in &s.watching {
+        println!("watching {root}: {how}");
+    }
+    if s.problem_count > 0 {
+        println!("problems ({}):", s.problem_count);
+        for (path, problem) in &s.problems {
+            println!("  {path}: {problem}");
+        }
+    }
+    Ok(())
+}
+
+/// The running server's status, if one answers at the configured address: only it knows
+/// its queue, its activity and the problems it met.
+fn server_status(config: &Config) -> Option<crate::engine::Status> {
+    use std::io::Read;
+    use std::net::ToSocketAddrs;
+    let timeout = std::time::Duration::from_secs(2);
+    let addr = config.bind.to_socket_addrs().ok()?.next()?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    let auth = config
+        .api_key
+        .as_ref()
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET /v1/status HTTP/1.0\r\nHost: {}\r\n{auth}\r\n",
+        config.bind
+    )
+    .ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return None;
+    }
+    let s: crate::engine::Status = serde_json::from_str(body).ok()?;
+    // Another server's index is not the one asked about.
+    (Path::new(&s.data_dir) == config.data_dir).then_some(s)
+}
+
+async fn verify(config: Config, paths: &[std::path::PathBuf], json: bool) -> Result<()> {
+    let engine = Engine::open(config).await?;
+    let v = engine.verify(paths).await?;
+    if json {
+        println!("{}", serde_json::to_string(&v)?);
     } else {
+        for line in &v.violations {
+            println!("{line}");
+        }
         println!(
-            "{} documents, {} chunks in {}",
-            s.documents, s.chunks, s.data_dir
+            "checked {} files and {} chunks: {} violations",
+            v.files,
+            v.chunks,
+            v.violations.len()
         );
+    }
+    if !v.violations.is_empty() {
+        std::process::exit(1);
     }
     Ok(())
 }

@@ -26,6 +26,7 @@ pub struct FileConfig {
     ctx_size: Option<u32>,
     max_answer_tokens: Option<u32>,
     max_file_mb: Option<u64>,
+    reconcile_secs: Option<u64>,
     threads: Option<usize>,
 }
 
@@ -44,6 +45,7 @@ pub struct Config {
     pub ctx_size: u32,
     pub max_answer_tokens: u32,
     pub max_file_bytes: u64,
+    pub reconcile_secs: u64,
     pub threads: Option<usize>,
 }
 
@@ -92,6 +94,7 @@ impl Config {
                 .or(f.max_answer_tokens)
                 .unwrap_or(200),
             max_file_bytes: over.max_file_mb.or(f.max_file_mb).unwrap_or(50) << 20,
+            reconcile_secs: over.reconcile_secs.or(f.reconcile_secs).unwrap_or(600),
             threads: over.threads.or(f.threads),
         };
         anyhow::ensure!(

@@ -3,8 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -32,8 +31,49 @@ pub struct Engine {
     generator: tokio::sync::OnceCell<Arc<Generator>>,
     /// Last problem seen per path (skipped or failed files), for `status`.
     problems: Mutex<BTreeMap<String, String>>,
-    /// Watch syncs in progress.
-    syncing: AtomicUsize,
+    /// What the engine is busy with, for `status`.
+    activity: Mutex<Activity>,
+    /// How each watched folder is being followed, for `status`.
+    watching: Mutex<BTreeMap<String, String>>,
+}
+
+/// Work in progress: counted while a [`WorkGuard`] lives.
+#[derive(Debug, Default)]
+struct Activity {
+    syncs: usize,
+    reconciles: usize,
+    /// Changed paths the watcher has taken in and not yet applied.
+    queued: usize,
+    /// Files done and total of the indexing run in progress.
+    progress: Option<(usize, usize)>,
+}
+
+/// The kinds of work a watcher reports.
+#[derive(Debug, Clone, Copy)]
+pub enum Work {
+    /// Applying a batch of changed paths.
+    Sync,
+    /// Walking a whole folder and fixing what differs from the index.
+    Reconcile,
+}
+
+/// Marks work as running until dropped (also on error paths).
+pub struct WorkGuard<'a> {
+    engine: &'a Engine,
+    kind: Work,
+}
+
+impl Drop for WorkGuard<'_> {
+    fn drop(&mut self) {
+        let mut a = self.engine.activity();
+        match self.kind {
+            Work::Sync => a.syncs -= 1,
+            Work::Reconcile => a.reconciles -= 1,
+        }
+        if a.syncs + a.reconciles == 0 {
+            a.progress = None;
+        }
+    }
 }
 
 /// What an indexing run did.
@@ -62,16 +102,42 @@ impl IndexReport {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct Status {
     pub documents: usize,
     pub chunks: usize,
     pub data_dir: String,
-    /// Whether a watched folder is being synced right now.
+    /// Whether anything is being indexed right now (a sync or a reconcile).
     pub indexing: bool,
+    /// Whether a whole-folder reconcile (start-up, lost events, periodic) is running.
+    pub reconciling: bool,
+    /// Changed paths taken in by the watcher and not yet applied.
+    pub queue: usize,
+    /// Files done and total of the indexing run in progress.
+    pub progress: Option<Progress>,
     /// Chunk texts embedded since start (vectors reused for unchanged text are not counted).
     pub texts_embedded: u64,
+    /// Watched folder → how it is followed (file-system events, or periodic reconcile when
+    /// the OS refused more watches).
+    pub watching: BTreeMap<String, String>,
+    /// Number of files with a problem (skipped, or indexed with a warning).
+    pub problem_count: usize,
+    /// The last problem per path.
     pub problems: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct Progress {
+    pub done: usize,
+    pub total: usize,
+}
+
+/// What `verify` found: the index compared with the stores' own invariants and the files.
+#[derive(Debug, Default, Serialize)]
+pub struct Verification {
+    pub files: usize,
+    pub chunks: usize,
+    pub violations: Vec<String>,
 }
 
 impl Engine {
@@ -94,7 +160,8 @@ impl Engine {
             store,
             generator: tokio::sync::OnceCell::new(),
             problems: Mutex::new(BTreeMap::new()),
-            syncing: AtomicUsize::new(0),
+            activity: Mutex::new(Activity::default()),
+            watching: Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -128,18 +195,20 @@ impl Engine {
             .filter(|k| !on_disk.contains(*k) && roots.iter().any(|r| Path::new(k).starts_with(r)))
             .cloned()
             .collect();
-        on_progress(0, files.len());
+        let progress = |done: usize| {
+            self.activity().progress = Some((done, files.len()));
+            on_progress(done, files.len());
+        };
+        progress(0);
         let known = Arc::new(known);
         let mut report = IndexReport::default();
         for (i, batch) in files.chunks(FILES_PER_BATCH).enumerate() {
             report.add(&self.write_batch(batch.to_vec(), known.clone()).await?);
-            on_progress(
-                (i * FILES_PER_BATCH + batch.len()).min(files.len()),
-                files.len(),
-            );
+            progress((i * FILES_PER_BATCH + batch.len()).min(files.len()));
         }
         // Removed last, so a file that moved can take its vectors from its old path first.
         report.add(&self.remove(gone).await?);
+        self.store.maintain().await?;
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
@@ -153,7 +222,13 @@ impl Engine {
         let mut to_remove = Vec::new();
         let known = self.store.documents().await?;
         for p in changed {
-            let gone = !p.exists() || walk::is_ignored(root, &p);
+            // Symlinks are not followed, as in `walk::files`: a link to a folder would index
+            // the tree twice (or loop), and a reconcile would drop what a link added.
+            let meta = std::fs::symlink_metadata(&p);
+            let is_dir = meta.as_ref().is_ok_and(|m| m.is_dir());
+            let gone = meta.is_err()
+                || meta.is_ok_and(|m| m.file_type().is_symlink())
+                || walk::is_ignored(root, &p);
             if gone {
                 let key = path_key(&p);
                 let prefix = format!("{key}/");
@@ -163,7 +238,7 @@ impl Engine {
                         .filter(|k| **k == key || k.starts_with(&prefix))
                         .cloned(),
                 );
-            } else if p.is_dir() {
+            } else if is_dir {
                 to_index.extend(walk::files(&p));
             } else {
                 to_index.push(p);
@@ -179,6 +254,7 @@ impl Engine {
         }
         // Removed last, so a renamed file can take its vectors from its old path first.
         report.add(&self.remove(to_remove).await?);
+        self.store.maintain().await?;
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
@@ -215,7 +291,8 @@ impl Engine {
             self.chunker.clone(),
             self.config.max_file_bytes,
         );
-        let read = tokio::task::spawn_blocking(move || read_files(&files, &known, max)).await?;
+        let k = known.clone();
+        let read = tokio::task::spawn_blocking(move || read_files(&files, &k, max)).await?;
         // Vectors of chunks whose text is unchanged are reused: an edit re-embeds only what
         // changed, a moved or renamed file (same content hash) nothing at all.
         let paths: Vec<String> = read.docs.iter().map(|d| path_key(&d.path)).collect();
@@ -232,6 +309,7 @@ impl Engine {
             docs,
             mut report,
             problems,
+            unreadable,
         } = read;
         let (changes, chunks, indexed) = tokio::task::spawn_blocking(move || {
             let (changes, chunks) = embed_documents(&docs, &embedder, &chunker, &reuse)?;
@@ -249,6 +327,15 @@ impl Engine {
                 };
             }
         }
+        // A file that can no longer be indexed (emptied, now binary, too large, vanished)
+        // must not keep its old text searchable.
+        let mut changes = changes;
+        changes.extend(
+            unreadable
+                .into_iter()
+                .filter(|p| known.contains_key(p))
+                .map(|path| Change::Delete { path }),
+        );
         self.store.apply(changes).await?;
         Ok(report)
     }
@@ -320,6 +407,7 @@ impl Engine {
             done += n;
             on_progress(done, total);
         }
+        self.store.maintain().await?;
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
@@ -387,24 +475,134 @@ impl Engine {
 
     pub async fn status(&self) -> Result<Status> {
         let (documents, chunks) = self.store.counts().await?;
+        let problems = self.problems.lock().expect("problems lock").clone();
+        let a = self.activity();
         Ok(Status {
             documents,
             chunks,
             data_dir: self.config.data_dir.display().to_string(),
-            indexing: self.syncing.load(Ordering::SeqCst) > 0,
+            indexing: a.syncs + a.reconciles > 0,
+            reconciling: a.reconciles > 0,
+            queue: a.queued,
+            progress: a.progress.map(|(done, total)| Progress { done, total }),
             texts_embedded: self.embedder.texts_embedded(),
-            problems: self.problems.lock().expect("problems lock").clone(),
+            watching: self.watching.lock().expect("watching lock").clone(),
+            problem_count: problems.len(),
+            problems,
         })
     }
 
-    /// Marks a watcher sync as started (shown as `indexing` in status).
-    pub fn begin_sync(&self) {
-        self.syncing.fetch_add(1, Ordering::SeqCst);
+    fn activity(&self) -> MutexGuard<'_, Activity> {
+        // A panic elsewhere cannot leave these counters half-updated: keep going.
+        self.activity.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Marks a watcher sync as finished.
-    pub fn end_sync(&self) {
-        self.syncing.fetch_sub(1, Ordering::SeqCst);
+    /// Marks work as running (shown in status) until the guard is dropped.
+    pub fn work(&self, kind: Work) -> WorkGuard<'_> {
+        let mut a = self.activity();
+        match kind {
+            Work::Sync => a.syncs += 1,
+            Work::Reconcile => a.reconciles += 1,
+        }
+        WorkGuard { engine: self, kind }
+    }
+
+    /// Sets how many changed paths wait to be applied.
+    pub fn set_queued(&self, n: usize) {
+        self.activity().queued = n;
+    }
+
+    /// Records how a watched folder is followed.
+    pub fn set_watching(&self, root: &Path, how: String) {
+        self.watching
+            .lock()
+            .expect("watching lock")
+            .insert(path_key(root), how);
+    }
+
+    /// Checks the index against itself and against the files under `roots`: the two stores
+    /// agree chunk for chunk with no duplicates, every indexable file is indexed with its
+    /// current content (hash, text and line spans) and nothing else is.
+    pub async fn verify(&self, roots: &[PathBuf]) -> Result<Verification> {
+        let audit = self.store.audit().await?;
+        let mut v = Verification {
+            chunks: audit.chunks.len(),
+            violations: audit.violations,
+            ..Default::default()
+        };
+        let mut by_path: HashMap<&str, Vec<&ChunkRecord>> = HashMap::new();
+        for c in &audit.chunks {
+            by_path.entry(c.path.as_str()).or_default().push(c);
+        }
+        let mut roots_c = Vec::new();
+        let mut seen = HashSet::new();
+        for r in roots {
+            let r = std::fs::canonicalize(r).with_context(|| format!("{}", r.display()))?;
+            for f in walk::files(&r) {
+                let key = path_key(&f);
+                v.files += 1;
+                let chunks = by_path.get(key.as_str()).cloned().unwrap_or_default();
+                seen.insert(key.clone());
+                match load::load_file(&f, self.config.max_file_bytes) {
+                    Ok(doc) => check_file(&key, &doc, &chunks, &mut v.violations),
+                    Err(e) if !chunks.is_empty() => v
+                        .violations
+                        .push(format!("{key}: not indexable ({e}) but has chunks")),
+                    Err(_) => {}
+                }
+            }
+            roots_c.push(r);
+        }
+        let mut orphans: Vec<&str> = by_path
+            .keys()
+            .filter(|p| !seen.contains(**p) && roots_c.iter().any(|r| Path::new(p).starts_with(r)))
+            .copied()
+            .collect();
+        orphans.sort();
+        for p in orphans {
+            v.violations
+                .push(format!("{p}: indexed but not an indexable file on disk"));
+        }
+        Ok(v)
+    }
+}
+
+/// Compares one file's stored chunks with its current content (see [`Engine::verify`]).
+fn check_file(key: &str, doc: &load::Document, chunks: &[&ChunkRecord], out: &mut Vec<String>) {
+    if chunks.is_empty() {
+        out.push(format!("{key}: on disk but not indexed"));
+        return;
+    }
+    if let Some(c) = chunks.iter().find(|c| c.content_hash != doc.content_hash) {
+        out.push(format!(
+            "{key}: indexed content {} is stale (file is {})",
+            c.content_hash, doc.content_hash
+        ));
+        return;
+    }
+    // Split as the chunker counts lines (on \n), so a CRLF file's chunks still match.
+    let lines: Vec<&str> = doc.text.split('\n').collect();
+    let mut covered = vec![false; lines.len()];
+    for c in chunks {
+        let (s, e) = (c.start_line as usize, c.end_line as usize);
+        if s == 0 || e < s || e > lines.len() {
+            out.push(format!(
+                "{key}: chunk {} has lines {s}-{e} of {}",
+                c.chunk_id,
+                lines.len()
+            ));
+            continue;
+        }
+        if !lines[s - 1..e].join("\n").contains(c.text.trim()) {
+            out.push(format!(
+                "{key}: chunk {} text is not at lines {s}-{e}",
+                c.chunk_id
+            ));
+        }
+        covered[s - 1..e].iter_mut().for_each(|x| *x = true);
+    }
+    if let Some(i) = (0..lines.len()).find(|&i| !covered[i] && !lines[i].trim().is_empty()) {
+        out.push(format!("{key}: line {} is in no chunk", i + 1));
     }
 }
 
@@ -418,6 +616,8 @@ struct Read {
     docs: Vec<load::Document>,
     report: IndexReport,
     problems: Vec<(String, Option<String>)>,
+    /// Paths that could not be indexed (skipped or failed to read).
+    unreadable: Vec<String>,
 }
 
 /// Reads `files`, keeping the ones whose content changed (blocking work).
@@ -425,6 +625,7 @@ fn read_files(files: &[PathBuf], known: &HashMap<String, String>, max_bytes: u64
     let mut report = IndexReport::default();
     let mut problems = Vec::new();
     let mut docs = Vec::new();
+    let mut unreadable = Vec::new();
     for f in files {
         let key = path_key(f);
         match load::load_file(f, max_bytes) {
@@ -442,7 +643,8 @@ fn read_files(files: &[PathBuf], known: &HashMap<String, String>, max_bytes: u64
             Err(e) => {
                 tracing::warn!("{e}");
                 report.skipped += 1;
-                problems.push((key, Some(e.to_string())));
+                problems.push((key.clone(), Some(e.to_string())));
+                unreadable.push(key);
             }
         }
     }
@@ -450,6 +652,7 @@ fn read_files(files: &[PathBuf], known: &HashMap<String, String>, max_bytes: u64
         docs,
         report,
         problems,
+        unreadable,
     }
 }
 

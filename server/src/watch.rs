@@ -1,62 +1,75 @@
-//! Keeping watched folders in sync: notify events, debounced, applied through the engine.
+//! Keeping watched folders in sync: notify events, debounced, applied through the engine,
+//! with whole-folder reconciles at start, when events were lost, and periodically.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use notify_debouncer_full::notify::{EventKind, RecursiveMode};
+use notify_debouncer_full::notify::{ErrorKind, EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Work};
 
 /// Long enough to fold an editor's write-rename-chmod burst into one change, short enough
 /// that a saved file is searchable within a second.
 const DEBOUNCE: Duration = Duration::from_millis(300);
+/// How often a folder the OS would not fully watch is reconciled instead.
+const LIMITED_RECONCILE: Duration = Duration::from_secs(30);
+const LIMIT_HINT: &str = "the OS limit on file watches was reached; raise it with `sudo sysctl fs.inotify.max_user_watches=524288` (add it to /etc/sysctl.conf to keep it)";
 
-/// Watches `root` (canonical) and applies its changes until the process ends. Indexes the
-/// folder once at start, after the watch is in place, so no change can fall in between.
-pub async fn watch(engine: Arc<Engine>, root: PathBuf) -> Result<()> {
+/// Watches `root` (canonical) and applies its changes until the process ends. Reconciles
+/// the folder once at start, after the watch is in place, so no change can fall in between.
+///
+/// `reconcile_every` re-walks the folder as a safety net (`None`: only when needed). When
+/// the OS refuses more watches, the folder is reconciled every 30 s instead, so changes in
+/// the unwatched part still arrive, and the reason is logged and shown in status.
+pub async fn watch(
+    engine: Arc<Engine>,
+    root: PathBuf,
+    reconcile_every: Option<Duration>,
+) -> Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<DebounceEventResult>();
     let mut debouncer = new_debouncer(DEBOUNCE, None, move |res: DebounceEventResult| {
         let _ = tx.send(res);
     })
     .context("starting the file watcher")?;
-    debouncer
-        .watch(&root, RecursiveMode::Recursive)
-        .map_err(|e| {
-            let hint = if matches!(
-                e.kind,
-                notify_debouncer_full::notify::ErrorKind::MaxFilesWatch
-            ) {
-                " (raise the limit: sudo sysctl fs.inotify.max_user_watches=524288)"
-            } else {
-                ""
-            };
-            anyhow::anyhow!("watching {}: {e}{hint}", root.display())
-        })?;
-    tracing::info!("watching {}", root.display());
-
-    engine.begin_sync();
-    let first = engine
-        .index_paths(std::slice::from_ref(&root), &|_, _| {})
-        .await;
-    engine.end_sync();
-    match first {
-        Ok(r) => tracing::info!(
-            "{}: {} indexed, {} unchanged, {} skipped, {} removed ({:.1}s)",
-            root.display(),
-            r.indexed,
-            r.unchanged,
-            r.skipped,
-            r.removed,
-            r.seconds
-        ),
-        Err(e) => tracing::error!("indexing {}: {e:#}", root.display()),
+    let mut limited = false;
+    match debouncer.watch(&root, RecursiveMode::Recursive) {
+        Ok(()) => {
+            tracing::info!("watching {}", root.display());
+            engine.set_watching(&root, "file-system events".into());
+        }
+        Err(e) if matches!(e.kind, ErrorKind::MaxFilesWatch) => limited = true,
+        Err(e) => anyhow::bail!("watching {}: {e}", root.display()),
     }
+    if limited {
+        limit_reached(&engine, &root);
+    }
+    reconcile(&engine, &root, "start-up").await;
 
-    while let Some(res) = rx.recv().await {
+    let period = |limited: bool| {
+        if limited {
+            Some(reconcile_every.map_or(LIMITED_RECONCILE, |d| d.min(LIMITED_RECONCILE)))
+        } else {
+            reconcile_every
+        }
+    };
+    let mut next_reconcile = period(limited).map(|d| tokio::time::Instant::now() + d);
+    loop {
+        let res = match next_reconcile {
+            Some(at) => match tokio::time::timeout_at(at, rx.recv()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    reconcile(&engine, &root, "periodic").await;
+                    next_reconcile = period(limited).map(|d| tokio::time::Instant::now() + d);
+                    continue;
+                }
+            },
+            None => rx.recv().await,
+        };
+        let Some(res) = res else { break };
         // Fold everything that is already queued into one sync.
         let mut batch = vec![res];
         while let Ok(more) = rx.try_recv() {
@@ -80,25 +93,31 @@ pub async fn watch(engine: Arc<Engine>, root: PathBuf) -> Result<()> {
                 }
                 Err(errors) => {
                     for e in errors {
-                        tracing::warn!("watcher: {e}");
+                        if matches!(e.kind, ErrorKind::MaxFilesWatch) {
+                            if !limited {
+                                limited = true;
+                                limit_reached(&engine, &root);
+                                next_reconcile =
+                                    period(true).map(|d| tokio::time::Instant::now() + d);
+                            }
+                        } else {
+                            tracing::warn!("watcher: {e}");
+                        }
                     }
                     rescan = true;
                 }
             }
         }
-        engine.begin_sync();
-        let result = if rescan {
-            tracing::warn!(
-                "{}: events were lost, re-syncing the whole folder",
-                root.display()
-            );
-            engine
-                .index_paths(std::slice::from_ref(&root), &|_, _| {})
-                .await
-        } else {
+        if rescan {
+            reconcile(&engine, &root, "events were lost").await;
+            continue;
+        }
+        engine.set_queued(paths.len());
+        let result = {
+            let _busy = engine.work(Work::Sync);
             engine.sync_paths(&root, paths.into_iter().collect()).await
         };
-        engine.end_sync();
+        engine.set_queued(0);
         match result {
             Ok(r) if r.indexed + r.removed > 0 => tracing::info!(
                 "synced {}: {} indexed, {} removed, {} skipped",
@@ -113,4 +132,40 @@ pub async fn watch(engine: Arc<Engine>, root: PathBuf) -> Result<()> {
     }
     drop(debouncer);
     Ok(())
+}
+
+fn limit_reached(engine: &Engine, root: &Path) {
+    tracing::error!(
+        "watching {}: {LIMIT_HINT}; reconciling it every {} s instead",
+        root.display(),
+        LIMITED_RECONCILE.as_secs()
+    );
+    engine.set_watching(
+        root,
+        format!(
+            "partly by periodic reconcile every {} s: {LIMIT_HINT}",
+            LIMITED_RECONCILE.as_secs()
+        ),
+    );
+}
+
+/// Walks `root` and fixes whatever differs from the index.
+async fn reconcile(engine: &Engine, root: &Path, why: &str) {
+    let result = {
+        let _busy = engine.work(Work::Reconcile);
+        engine.index_paths(&[root.to_path_buf()], &|_, _| {}).await
+    };
+    match result {
+        Ok(r) if why != "periodic" || r.indexed + r.removed > 0 => tracing::info!(
+            "{} reconciled ({why}): {} indexed, {} unchanged, {} skipped, {} removed ({:.1}s)",
+            root.display(),
+            r.indexed,
+            r.unchanged,
+            r.skipped,
+            r.removed,
+            r.seconds
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::error!("reconciling {} ({why}): {e:#}", root.display()),
+    }
 }
