@@ -11,17 +11,74 @@ pub const RRF_K: f32 = 60.0;
 
 /// Fuses two rankings (best first) into one: each chunk scores Σ 1/(k + rank), rank 1-based.
 pub fn rrf(bm25: Vec<Hit>, dense: Vec<Hit>, k: f32) -> Vec<Hit> {
-    merge(bm25, dense, |_, rank, _| 1.0 / (k + rank as f32 + 1.0))
+    merge(bm25, dense, |h| &h.chunk_id, |_, rank, _| {
+        1.0 / (k + rank as f32 + 1.0)
+    })
 }
 
-/// Merges the two lists by chunk, summing what `contribution(is_bm25, rank, hit)` gives each
-/// appearance, and sorts best first.
+/// Fuses two rankings of chunks (best first) so that documents, not chunks, compete.
+///
+/// Each side's chunks are first pooled per document (a document scores its best chunk, the
+/// max-pooling of Dai & Callan's passage-level evidence), and the documents are fused with
+/// `fusion`: a document whose best BM25 passage and best vector passage are different
+/// chunks still gets credit from both sides, which chunk-level fusion would split between
+/// two half-scored chunks. Each document's best chunk (by chunk-level fusion) carries its
+/// document's score; its other chunks keep their own chunk-level score, which is never
+/// higher, so they follow and still compete with other documents' passages.
+pub fn fuse(bm25: Vec<Hit>, dense: Vec<Hit>, fusion: Fusion) -> Vec<Hit> {
+    let per_doc = |list: &[Hit]| {
+        let mut seen = std::collections::HashSet::new();
+        list.iter()
+            .filter(|h| seen.insert(h.doc_id.clone()))
+            .cloned()
+            .collect::<Vec<Hit>>()
+    };
+    let (bm25_docs, dense_docs) = (per_doc(&bm25), per_doc(&dense));
+    let by_chunk = fuse_on(bm25, dense, fusion, |h| &h.chunk_id);
+    let doc_score: HashMap<String, f32> = fuse_on(bm25_docs, dense_docs, fusion, |h| &h.doc_id)
+        .into_iter()
+        .map(|h| (h.doc_id, h.score))
+        .collect();
+    let mut led = std::collections::HashSet::new();
+    let mut out: Vec<Hit> = by_chunk
+        .into_iter()
+        .map(|mut h| {
+            if led.insert(h.doc_id.clone())
+                && let Some(&d) = doc_score.get(&h.doc_id)
+            {
+                h.score = h.score.max(d);
+            }
+            h
+        })
+        .collect();
+    sort(&mut out);
+    out
+}
+
+fn fuse_on(bm25: Vec<Hit>, dense: Vec<Hit>, fusion: Fusion, key: fn(&Hit) -> &String) -> Vec<Hit> {
+    match fusion {
+        Fusion::Convex => convex_on(bm25, dense, CONVEX_ALPHA, key),
+        Fusion::Rrf => merge(bm25, dense, key, |_, rank, _| 1.0 / (RRF_K + rank as f32 + 1.0)),
+    }
+}
+
+fn sort(hits: &mut [Hit]) {
+    hits.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.chunk_id.cmp(&b.chunk_id))
+    });
+}
+
+/// Merges the two lists by `key`, summing what `contribution(is_bm25, rank, hit)` gives
+/// each appearance, and sorts best first.
 ///
 /// A hit found by both keeps both raw scores; one found by one side only has the other
 /// side's score `None`. Ties break on chunk id so results are deterministic.
 fn merge(
     bm25: Vec<Hit>,
     dense: Vec<Hit>,
+    key: fn(&Hit) -> &String,
     contribution: impl Fn(bool, usize, &Hit) -> f32,
 ) -> Vec<Hit> {
     let mut fused: HashMap<String, Hit> = HashMap::new();
@@ -29,7 +86,7 @@ fn merge(
         for (rank, hit) in list.into_iter().enumerate() {
             let add = contribution(is_bm25, rank, &hit);
             let (b, v) = (hit.bm25_score, hit.vector_score);
-            let entry = fused.entry(hit.chunk_id.clone()).or_insert_with(|| Hit {
+            let entry = fused.entry(key(&hit).clone()).or_insert_with(|| Hit {
                 score: 0.0,
                 bm25_score: None,
                 vector_score: None,
@@ -44,11 +101,7 @@ fn merge(
         }
     }
     let mut out: Vec<Hit> = fused.into_values().collect();
-    out.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then_with(|| a.chunk_id.cmp(&b.chunk_id))
-    });
+    sort(&mut out);
     out
 }
 
@@ -71,6 +124,10 @@ pub const CONVEX_ALPHA: f32 = 0.5;
 /// Convex combination: each side's scores are min-max normalised over its candidates to
 /// [0, 1] (a chunk missing from a side gets 0 there), then `alpha·dense + (1−alpha)·bm25`.
 pub fn convex(bm25: Vec<Hit>, dense: Vec<Hit>, alpha: f32) -> Vec<Hit> {
+    convex_on(bm25, dense, alpha, |h| &h.chunk_id)
+}
+
+fn convex_on(bm25: Vec<Hit>, dense: Vec<Hit>, alpha: f32, key: fn(&Hit) -> &String) -> Vec<Hit> {
     fn range(scores: impl Iterator<Item = f32>) -> (f32, f32) {
         scores.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), s| {
             (lo.min(s), hi.max(s))
@@ -81,7 +138,7 @@ pub fn convex(bm25: Vec<Hit>, dense: Vec<Hit>, alpha: f32) -> Vec<Hit> {
     }
     let rb = range(bm25.iter().map(|h| h.bm25_score.unwrap_or(0.0)));
     let rd = range(dense.iter().map(|h| h.vector_score.unwrap_or(0.0)));
-    merge(bm25, dense, |is_bm25, _, hit| {
+    merge(bm25, dense, key, |is_bm25, _, hit| {
         if is_bm25 {
             (1.0 - alpha) * normalise(hit.bm25_score.unwrap_or(0.0), rb)
         } else {

@@ -29,6 +29,7 @@ for h in hits { println!("{}:{}-{} {:.3}", h.path, h.start_line, h.end_line, h.s
 
 pub mod fusion;
 pub mod metrics;
+mod resident;
 mod schema;
 mod text;
 mod vector;
@@ -172,6 +173,9 @@ const CANDIDATES: usize = 100;
 pub struct Store {
     vectors: vector::VectorStore,
     text: text::TextIndex,
+    /// The vectors again, in memory, for fast exact search (`None` above
+    /// `resident::MAX_CHUNKS`); updated under `write_lock` after both stores are written.
+    resident: std::sync::RwLock<Option<resident::Resident>>,
     // Writes to the two stores happen as one unit, one at a time, and a search never sees
     // one store updated and the other not.
     write_lock: tokio::sync::RwLock<()>,
@@ -190,9 +194,17 @@ impl Store {
         let store = Store {
             vectors,
             text,
+            resident: std::sync::RwLock::new(None),
             write_lock: tokio::sync::RwLock::new(()),
         };
         store.repair_if_needed().await?;
+        if store.vectors.count().await? <= resident::MAX_CHUNKS {
+            let mut r = resident::Resident::default();
+            let all = store.vectors.all_chunks().await?;
+            let paths: Vec<&str> = Vec::new();
+            r.replace(&paths, &all);
+            *store.resident_mut() = Some(r);
+        }
         Ok(store)
     }
 
@@ -288,7 +300,24 @@ impl Store {
         // LanceDB first: it is the record; tantivy follows (see the crate doc).
         self.vectors.replace(&paths, &chunks).await?;
         let version = self.vectors.version().await?;
-        self.text.replace(&paths, &chunks, version)
+        self.text.replace(&paths, &chunks, version)?;
+        let mut resident = self.resident_mut();
+        if let Some(r) = resident.as_mut() {
+            r.replace(&paths, &chunks);
+            if r.len() > resident::MAX_CHUNKS {
+                tracing::info!(
+                    "over {} chunks: vector search now reads LanceDB instead of a copy in memory",
+                    resident::MAX_CHUNKS
+                );
+                *resident = None;
+            }
+        }
+        Ok(())
+    }
+
+    fn resident_mut(&self) -> std::sync::RwLockWriteGuard<'_, Option<resident::Resident>> {
+        // The copy is only written whole-row at a time; a panic elsewhere cannot tear it.
+        self.resident.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Every stored chunk, and every way the stores break their own invariants: a chunk id
@@ -366,14 +395,18 @@ impl Store {
         k: usize,
         mode: SearchMode,
     ) -> Result<Vec<Hit>> {
-        Ok(self.search_timed(query, query_vector, k, mode).await?.0)
+        let v = std::future::ready(Ok(query_vector.to_vec()));
+        Ok(self.search_timed(query, v, k, mode).await?.0)
     }
 
     /// [`Store::search`], also reporting how long each stage took.
+    ///
+    /// The query vector is a future so that its embedding (on another thread) overlaps the
+    /// BM25 search, which does not need it; it is not awaited in [`SearchMode::Bm25`].
     pub async fn search_timed(
         &self,
         query: &str,
-        query_vector: &[f32],
+        query_vector: impl std::future::Future<Output = Result<Vec<f32>>>,
         k: usize,
         mode: SearchMode,
     ) -> Result<(Vec<Hit>, StageTimes)> {
@@ -392,28 +425,40 @@ impl Store {
         times.bm25 = t.elapsed();
         let t = Instant::now();
         let dense = if mode != SearchMode::Bm25 {
+            let query_vector = query_vector.await?;
+            let t = Instant::now();
             if query_vector.len() != EMBEDDING_DIM {
                 return Err(Error::Invalid(format!(
                     "query vector has {} dims, expected {EMBEDDING_DIM}",
                     query_vector.len()
                 )));
             }
-            self.vectors.search(query_vector, depth).await?
+            let in_memory = self
+                .resident
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map(|r| r.search(&query_vector, depth));
+            let hits = match in_memory {
+                Some(hits) => hits,
+                None => self.vectors.search(&query_vector, depth).await?,
+            };
+            times.vector = t.elapsed();
+            hits
         } else {
             Vec::new()
         };
-        times.vector = t.elapsed();
+        times.wait = t.elapsed() - times.vector;
         let t = Instant::now();
         // A single retriever's hits keep its own score; only a hybrid fuses.
         let mut hits = match mode {
             SearchMode::Bm25 => bm25,
             SearchMode::Dense => dense,
-            SearchMode::Hybrid(fusion::Fusion::Convex) => {
-                fusion::convex(bm25, dense, fusion::CONVEX_ALPHA)
-            }
-            SearchMode::Hybrid(fusion::Fusion::Rrf) => fusion::rrf(bm25, dense, fusion::RRF_K),
+            SearchMode::Hybrid(f) => fusion::fuse(bm25, dense, f),
         };
         hits.truncate(k);
+        // Vector hits from memory carry no text: take it from tantivy for the few kept.
+        self.text.fill_texts(&mut hits)?;
         times.fusion = t.elapsed();
         Ok((hits, times))
     }
@@ -433,9 +478,12 @@ pub struct Audit {
 pub struct StageTimes {
     /// tantivy BM25.
     pub bm25: Duration,
-    /// LanceDB vector search.
+    /// Vector search (in memory, or LanceDB for stores over 250,000 chunks).
     pub vector: Duration,
-    /// Reciprocal-rank fusion.
+    /// Waiting for the query embedding after BM25 was done (the part of the embedding that
+    /// BM25 did not hide).
+    pub wait: Duration,
+    /// Fusion, and fetching the kept hits' texts.
     pub fusion: Duration,
 }
 
@@ -463,6 +511,29 @@ mod tests {
             text: text.into(),
             content_hash: format!("h-{path}"),
             vector: axis(dir),
+        }
+    }
+
+    /// The in-memory copy ranks exactly as LanceDB's own search does.
+    async fn memory_matches_lance(store: &Store) {
+        for dir in [1, 2, 3, 4, 5, 9] {
+            let lance = store.vectors.search(&axis(dir), 10).await.unwrap();
+            let memory = store
+                .resident
+                .read()
+                .unwrap()
+                .as_ref()
+                .unwrap()
+                .search(&axis(dir), 10);
+            assert_eq!(lance.len(), memory.len());
+            // Same scores rank by rank, and each chunk the same score in both (chunks that
+            // tie may come in either order: the two compute cosines in different orders).
+            for (l, m) in lance.iter().zip(&memory) {
+                assert!((l.score - m.score).abs() < 1e-4, "{} vs {}", l.score, m.score);
+                let same = lance.iter().find(|x| x.chunk_id == m.chunk_id).unwrap();
+                assert!((same.score - m.score).abs() < 1e-4);
+                assert_eq!(same.path, m.path);
+            }
         }
     }
 
@@ -503,12 +574,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.counts().await.unwrap(), (3, 4));
+        memory_matches_lance(&store).await;
         store
             .apply(vec![Change::Delete {
                 path: "c.md".into(),
             }])
             .await
             .unwrap();
+        memory_matches_lance(&store).await;
 
         let hits = store
             .search("watch", &axis(9), 5, SearchMode::Bm25)
@@ -544,6 +617,12 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(store.counts().await.unwrap(), (2, 2));
+        memory_matches_lance(&store).await;
+        let hits = store
+            .search("", &axis(4), 1, SearchMode::Dense)
+            .await
+            .unwrap();
+        assert_eq!(hits[0].text, "completely new words", "text of a vector hit");
         store
             .apply(vec![Change::Delete {
                 path: "a.md".into(),

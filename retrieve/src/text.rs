@@ -153,6 +153,25 @@ impl TextIndex {
         self.with_writer(lance_version, |_| Ok(()))
     }
 
+    /// Sets the text of every hit that has none, looking its chunk up by id.
+    pub fn fill_texts(&self, hits: &mut [Hit]) -> Result<()> {
+        let searcher = self.reader.searcher();
+        for h in hits.iter_mut().filter(|h| h.text.is_empty()) {
+            let q = TermQuery::new(
+                Term::from_field_text(self.fields.chunk_id, &h.chunk_id),
+                IndexRecordOption::Basic,
+            );
+            if let Some((_, addr)) = searcher.search(&q, &TopDocs::with_limit(1).order_by_score())?.first() {
+                let d: TantivyDocument = searcher.doc(*addr)?;
+                h.text = d
+                    .get_first(self.fields.text)
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+            }
+        }
+        Ok(())
+    }
+
     /// The chunk id of every live document, in index order (for audits).
     pub fn chunk_ids(&self) -> Result<Vec<String>> {
         let _ = self.reader.reload();

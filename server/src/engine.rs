@@ -353,15 +353,29 @@ impl Engine {
         k: usize,
         mode: SearchMode,
     ) -> Result<(Vec<Hit>, StageTimes, Duration)> {
-        let t = Instant::now();
-        let vector = if mode == SearchMode::Bm25 {
-            Vec::new()
-        } else {
+        // The embedding starts on a blocking thread now and runs while BM25 searches.
+        let embedding = (mode != SearchMode::Bm25).then(|| {
             let (embedder, q) = (self.embedder.clone(), text.to_string());
-            tokio::task::spawn_blocking(move || embedder.embed_query(&q)).await??
+            tokio::task::spawn_blocking(move || {
+                let t = Instant::now();
+                embedder.embed_query(&q).map(|v| (v, t.elapsed()))
+            })
+        });
+        let embed_time = Mutex::new(Duration::ZERO);
+        let vector = async {
+            let Some(handle) = embedding else {
+                return Ok(Vec::new());
+            };
+            let embedded = handle
+                .await
+                .map_err(|e| sovrag_retrieve::Error::Invalid(format!("query embedding: {e}")))?;
+            let (v, took) = embedded
+                .map_err(|e| sovrag_retrieve::Error::Invalid(format!("query embedding: {e}")))?;
+            *embed_time.lock().expect("embed time") = took;
+            Ok(v)
         };
-        let embed = t.elapsed();
-        let (hits, times) = self.store.search_timed(text, &vector, k, mode).await?;
+        let (hits, times) = self.store.search_timed(text, vector, k, mode).await?;
+        let embed = *embed_time.lock().expect("embed time");
         Ok((hits, times, embed))
     }
 

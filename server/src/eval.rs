@@ -261,8 +261,14 @@ pub async fn run(
     let several = mode == EvalMode::All;
     for (name, mode) in mode.modes() {
         let mut run: HashMap<String, Vec<(String, f32)>> = HashMap::new();
-        let (mut t_embed, mut t_bm25, mut t_vec, mut t_fuse, mut t_total) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut t_embed, mut t_wait, mut t_bm25, mut t_vec, mut t_fuse, mut t_total) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
         for q in &queries {
             let started = std::time::Instant::now();
             // A document is as good as its best chunk; ask for enough chunks to fill k documents.
@@ -278,6 +284,7 @@ pub async fn run(
             t_embed.push(embed);
             t_bm25.push(stages.bm25);
             t_vec.push(stages.vector);
+            t_wait.push(stages.wait);
             t_fuse.push(stages.fusion);
             run.insert(q.id.clone(), docs);
         }
@@ -293,6 +300,7 @@ pub async fn run(
             serde_json::json!({
                 "embed": latency(t_embed),
                 "bm25": latency(t_bm25),
+                "embed_wait": latency(t_wait),
                 "vector": latency(t_vec),
                 "fusion": latency(t_fuse),
                 "total": latency(t_total),
@@ -345,9 +353,10 @@ pub async fn run(
                 )
             };
             println!(
-                "{name} query latency: {}; {}; {}; {}; {}",
+                "{name} query latency: {}; {} (overlaps bm25; {} of it not hidden); {}; {}; {}",
                 f("total"),
                 f("embed"),
+                f("embed_wait"),
                 f("bm25"),
                 f("vector"),
                 f("fusion")
