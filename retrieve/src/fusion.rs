@@ -16,43 +16,103 @@ pub fn rrf(bm25: Vec<Hit>, dense: Vec<Hit>, k: f32) -> Vec<Hit> {
     })
 }
 
-/// Fuses two rankings of chunks (best first) so that documents, not chunks, compete.
+/// A document's score in the document-level BM25 index.
+pub struct DocScore {
+    /// Stable document id.
+    pub doc_id: String,
+    /// The document's path.
+    pub path: String,
+    /// Its BM25 score.
+    pub score: f32,
+}
+
+/// Ranks chunks so that documents, not chunks, compete; then passages within documents.
 ///
-/// Each side's chunks are first pooled per document (a document scores its best chunk, the
-/// max-pooling of Dai & Callan's passage-level evidence), and the documents are fused with
-/// `fusion`: a document whose best BM25 passage and best vector passage are different
-/// chunks still gets credit from both sides, which chunk-level fusion would split between
-/// two half-scored chunks. Each document's best chunk (by chunk-level fusion) carries its
-/// document's score; its other chunks keep their own chunk-level score, which is never
-/// higher, so they follow and still compete with other documents' passages.
-pub fn fuse(bm25: Vec<Hit>, dense: Vec<Hit>, fusion: Fusion) -> Vec<Hit> {
-    let per_doc = |list: &[Hit]| {
-        let mut seen = std::collections::HashSet::new();
-        list.iter()
-            .filter(|h| seen.insert(h.doc_id.clone()))
-            .cloned()
-            .collect::<Vec<Hit>>()
+/// A document scores on each side as a whole: BM25 over the whole document (`bm25_docs`,
+/// from the document index) and its best chunk's cosine (max-pooling of passage evidence,
+/// as in Dai & Callan's MaxP). In a hybrid the two document scores are fused with
+/// `fusion`, so a document whose best BM25 passage and best vector passage are different
+/// chunks still gets credit from both sides. Within a document, chunks are ordered by their
+/// own chunk-level score (fused the same way in a hybrid): the best one carries the
+/// document's score, and each other one that score scaled by its ratio to the best, so a
+/// document's second passage follows its first and still competes with other documents'.
+///
+/// A document ranked without any of its chunks among the candidates gets a placeholder
+/// hit with an empty `chunk_id`; the caller finds its passage.
+pub fn rank(
+    bm25_chunks: Vec<Hit>,
+    bm25_docs: Vec<DocScore>,
+    dense: Vec<Hit>,
+    mode: crate::SearchMode,
+) -> Vec<Hit> {
+    use crate::SearchMode;
+    let as_hits = |docs: Vec<DocScore>| -> Vec<Hit> {
+        docs.into_iter()
+            .map(|d| Hit {
+                chunk_id: String::new(),
+                doc_id: d.doc_id,
+                path: d.path,
+                start_line: 0,
+                end_line: 0,
+                text: String::new(),
+                score: d.score,
+                bm25_score: Some(d.score),
+                vector_score: None,
+            })
+            .collect()
     };
-    let (bm25_docs, dense_docs) = (per_doc(&bm25), per_doc(&dense));
-    let by_chunk = fuse_on(bm25, dense, fusion, |h| &h.chunk_id);
-    let doc_score: HashMap<String, f32> = fuse_on(bm25_docs, dense_docs, fusion, |h| &h.doc_id)
-        .into_iter()
-        .map(|h| (h.doc_id, h.score))
-        .collect();
-    let mut led = std::collections::HashSet::new();
-    let mut out: Vec<Hit> = by_chunk
-        .into_iter()
-        .map(|mut h| {
-            if led.insert(h.doc_id.clone())
-                && let Some(&d) = doc_score.get(&h.doc_id)
-            {
-                h.score = h.score.max(d);
-            }
-            h
+    let (chunks, docs) = match mode {
+        SearchMode::Bm25 => (bm25_chunks, as_hits(bm25_docs)),
+        SearchMode::Dense => {
+            let docs = best_per_doc(&dense);
+            (dense, docs)
+        }
+        SearchMode::Hybrid(f) => {
+            let dense_docs = best_per_doc(&dense);
+            (
+                fuse_on(bm25_chunks, dense, f, |h| &h.chunk_id),
+                fuse_on(as_hits(bm25_docs), dense_docs, f, |h| &h.doc_id),
+            )
+        }
+    };
+    let doc_score: HashMap<&str, f32> = docs.iter().map(|d| (d.doc_id.as_str(), d.score)).collect();
+    // The best chunk-level score per document, to scale its other chunks by.
+    let mut best: HashMap<&str, f32> = HashMap::new();
+    for c in &chunks {
+        best.entry(c.doc_id.as_str()).or_insert(c.score);
+    }
+    let mut hits: Vec<Hit> = chunks
+        .iter()
+        .filter_map(|c| {
+            let d = *doc_score.get(c.doc_id.as_str())?;
+            let b = best[c.doc_id.as_str()];
+            let ratio = if b > 0.0 { (c.score / b).clamp(0.0, 1.0) } else { 1.0 };
+            Some(Hit {
+                score: d * ratio,
+                ..c.clone()
+            })
         })
         .collect();
-    sort(&mut out);
-    out
+    // Documents ranked without any chunk among the candidates keep a placeholder.
+    hits.extend(
+        docs.into_iter()
+            .filter(|d| !best.contains_key(d.doc_id.as_str()))
+            .map(|d| Hit {
+                chunk_id: String::new(),
+                ..d
+            }),
+    );
+    sort(&mut hits);
+    hits
+}
+
+/// Each document's first (best) hit in a best-first list.
+fn best_per_doc(list: &[Hit]) -> Vec<Hit> {
+    let mut seen = std::collections::HashSet::new();
+    list.iter()
+        .filter(|h| seen.insert(h.doc_id.clone()))
+        .cloned()
+        .collect()
 }
 
 fn fuse_on(bm25: Vec<Hit>, dense: Vec<Hit>, fusion: Fusion, key: fn(&Hit) -> &String) -> Vec<Hit> {
@@ -66,6 +126,7 @@ fn sort(hits: &mut [Hit]) {
     hits.sort_by(|a, b| {
         b.score
             .total_cmp(&a.score)
+            .then_with(|| a.doc_id.cmp(&b.doc_id))
             .then_with(|| a.chunk_id.cmp(&b.chunk_id))
     });
 }

@@ -190,7 +190,7 @@ impl Store {
             source,
         })?;
         let vectors = vector::VectorStore::open(&dir.join("lance")).await?;
-        let text = text::TextIndex::open(&dir.join("tantivy"))?;
+        let text = text::TextIndex::open(&dir.join("tantivy"), &dir.join("tantivy-docs"))?;
         let store = Store {
             vectors,
             text,
@@ -417,10 +417,13 @@ impl Store {
         let depth = CANDIDATES.max(k);
         let _r = self.write_lock.read().await;
         let t = Instant::now();
-        let bm25 = if mode != SearchMode::Dense {
-            self.text.search(query, depth)?
+        let (bm25, bm25_docs) = if mode != SearchMode::Dense {
+            (
+                self.text.search(query, depth)?,
+                self.text.search_docs(query, depth)?,
+            )
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
         times.bm25 = t.elapsed();
         let t = Instant::now();
@@ -450,13 +453,19 @@ impl Store {
         };
         times.wait = t.elapsed() - times.vector;
         let t = Instant::now();
-        // A single retriever's hits keep its own score; only a hybrid fuses.
-        let mut hits = match mode {
-            SearchMode::Bm25 => bm25,
-            SearchMode::Dense => dense,
-            SearchMode::Hybrid(f) => fusion::fuse(bm25, dense, f),
-        };
+        let mut hits = fusion::rank(bm25, bm25_docs, dense, mode);
         hits.truncate(k);
+        // A document that only the document index found: show its best-matching chunk.
+        for h in hits.iter_mut().filter(|h| h.chunk_id.is_empty()) {
+            if let Some(c) = self.text.best_chunk_of(&h.doc_id, query)? {
+                *h = Hit {
+                    score: h.score,
+                    vector_score: h.vector_score,
+                    ..c
+                };
+            }
+        }
+        hits.retain(|h| !h.chunk_id.is_empty());
         // Vector hits from memory carry no text: take it from tantivy for the few kept.
         self.text.fill_texts(&mut hits)?;
         times.fusion = t.elapsed();

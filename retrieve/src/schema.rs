@@ -66,3 +66,27 @@ pub fn tantivy() -> (TSchema, TextFields) {
     };
     (b.build(), fields)
 }
+
+/// The document index's fields.
+#[derive(Clone, Copy)]
+pub struct DocFields {
+    pub doc_id: TField,
+    pub path: TField,
+    pub text: TField,
+}
+
+/// One entry per document: title and whole text in one field, as BM25 is usually run.
+pub fn tantivy_docs() -> (TSchema, DocFields) {
+    let mut b = TSchema::builder();
+    let stemmed = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(ANALYZER)
+            .set_index_option(IndexRecordOption::WithFreqs),
+    );
+    let fields = DocFields {
+        doc_id: b.add_text_field("doc_id", STRING | STORED),
+        path: b.add_text_field("path", STRING | STORED),
+        text: b.add_text_field("text", stemmed),
+    };
+    (b.build(), fields)
+}

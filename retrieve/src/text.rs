@@ -15,6 +15,7 @@ use tantivy::{
 };
 
 use crate::schema::{self, TextFields};
+use crate::fusion::DocScore;
 use crate::{ChunkRecord, Error, Hit, Result};
 
 /// Weight of a match in the document title relative to one in the chunk text.
@@ -40,47 +41,42 @@ fn query_analyzer() -> TextAnalyzer {
     }
 }
 
-pub struct TextIndex {
+/// One tantivy index on disk, with its reader and (once written) its writer.
+struct Tantivy {
     index: Index,
     reader: IndexReader,
-    fields: TextFields,
     // Taken on the first write, so read-only commands can run beside a serving process.
     writer: Mutex<Option<IndexWriter>>,
     dir: String,
 }
 
-impl TextIndex {
-    pub fn open(dir: &Path) -> Result<Self> {
+impl Tantivy {
+    fn open(dir: &Path, schema: tantivy::schema::Schema) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io {
             path: dir.display().to_string(),
             source,
         })?;
-        let (schema, fields) = schema::tantivy();
         let mmap = MmapDirectory::open(dir).map_err(|e| Error::Invalid(e.to_string()))?;
         let index = Index::open_or_create(mmap, schema)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
-        Ok(TextIndex {
+        Ok(Tantivy {
             index,
             reader,
-            fields,
             writer: Mutex::new(None),
             dir: dir.display().to_string(),
         })
     }
 
-    pub fn count(&self) -> usize {
+    fn count(&self) -> usize {
         // Another process may have committed since we last looked.
         let _ = self.reader.reload();
         self.reader.searcher().num_docs() as usize
     }
 
-    /// The LanceDB table version this index was last committed against (see
-    /// [`crate::Store`]'s recovery rule); `None` for an index written before versions were
-    /// recorded, or never committed.
-    pub fn synced_version(&self) -> Option<u64> {
+    fn synced_version(&self) -> Option<u64> {
         self.index
             .load_metas()
             .ok()?
@@ -116,6 +112,133 @@ impl TextIndex {
         self.reader.reload()?;
         Ok(out)
     }
+}
+
+/// BM25 over chunks (which passage) and over whole documents (which document).
+///
+/// Documents get their own index, not extra entries in the chunk index, because BM25's
+/// statistics (document frequency, average length) must be computed over units of one kind:
+/// a document's terms spread over its chunks score lower there than in the document as a
+/// whole, which is what BM25 was tuned on. Both indexes commit the same LanceDB version.
+/// The distinct analysed terms of a query (stemmed, stop words dropped).
+fn query_terms(query: &str) -> Vec<String> {
+    let mut analyzer = query_analyzer();
+    let mut terms: Vec<String> = Vec::new();
+    let mut stream = analyzer.token_stream(query);
+    stream.process(&mut |t| {
+        if !terms.contains(&t.text) {
+            terms.push(t.text.clone());
+        }
+    });
+    terms
+}
+
+/// The `N` of a chunk id `doc:N` (chunks of a document in order).
+fn ordinal(chunk_id: &str) -> u32 {
+    chunk_id
+        .rsplit(':')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A document's text from its chunks in order, each overlap with the previous chunk kept
+/// once: the chunker's overlaps would otherwise count their terms twice.
+fn reassemble<'a>(chunks: impl Iterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    let mut prev: &str = "";
+    for c in chunks {
+        let overlap = overlap_len(prev, c);
+        if !out.is_empty() {
+            out.push(if overlap > 0 { ' ' } else { '\n' });
+        }
+        out.push_str(&c[overlap..]);
+        prev = c;
+    }
+    out
+}
+
+/// The length of the longest suffix of `a` that is a prefix of `b` (0 if none), found by
+/// looking for `b`'s first few characters in `a` rather than trying every length.
+fn overlap_len(a: &str, b: &str) -> usize {
+    let probe_end = b
+        .char_indices()
+        .nth(16)
+        .map_or(b.len(), |(i, _)| i);
+    let probe = &b[..probe_end];
+    if probe.is_empty() {
+        return 0;
+    }
+    a.match_indices(probe)
+        .map(|(i, _)| i)
+        .find(|&i| b.starts_with(&a[i..]))
+        .map_or(0, |i| a.len() - i)
+}
+
+pub struct TextIndex {
+    chunks: Tantivy,
+    docs: Tantivy,
+    fields: TextFields,
+    doc_fields: schema::DocFields,
+}
+
+impl TextIndex {
+    /// Opens (creating) the chunk index in `dir` and the document index in `docs_dir`.
+    pub fn open(dir: &Path, docs_dir: &Path) -> Result<Self> {
+        let (schema, fields) = schema::tantivy();
+        let (doc_schema, doc_fields) = schema::tantivy_docs();
+        Ok(TextIndex {
+            chunks: Tantivy::open(dir, schema)?,
+            docs: Tantivy::open(docs_dir, doc_schema)?,
+            fields,
+            doc_fields,
+        })
+    }
+
+    /// Chunks in the chunk index.
+    pub fn count(&self) -> usize {
+        self.chunks.count()
+    }
+
+    /// The LanceDB table version both indexes were last committed against (see
+    /// [`crate::Store`]'s recovery rule); `None` if they differ, or for an index written
+    /// before versions were recorded, or never committed.
+    pub fn synced_version(&self) -> Option<u64> {
+        let v = self.chunks.synced_version()?;
+        (self.docs.synced_version() == Some(v)).then_some(v)
+    }
+
+    fn with_writers(
+        &self,
+        lance_version: u64,
+        chunks: impl FnOnce(&mut IndexWriter) -> Result<()>,
+        docs: impl FnOnce(&mut IndexWriter) -> Result<()>,
+    ) -> Result<()> {
+        self.chunks.with_writer(lance_version, chunks)?;
+        self.docs.with_writer(lance_version, docs)
+    }
+
+    /// One document-index entry per document among `chunks`: its title and its text
+    /// put back together from its chunks.
+    fn doc_entries(&self, chunks: &[ChunkRecord]) -> Vec<TantivyDocument> {
+        let mut by_doc: std::collections::BTreeMap<&str, Vec<&ChunkRecord>> = Default::default();
+        for c in chunks {
+            by_doc.entry(c.path.as_str()).or_default().push(c);
+        }
+        let f = &self.doc_fields;
+        by_doc
+            .into_values()
+            .map(|mut cs| {
+                cs.sort_by_key(|c| (c.start_line, ordinal(&c.chunk_id)));
+                let mut d = TantivyDocument::default();
+                d.add_text(f.doc_id, &cs[0].doc_id);
+                d.add_text(f.path, &cs[0].path);
+                d.add_text(f.text, &cs[0].title);
+                d.add_text(f.text, reassemble(cs.iter().map(|c| c.text.as_str())));
+                d
+            })
+            .collect()
+    }
 
     fn doc(&self, c: &ChunkRecord) -> TantivyDocument {
         let f = &self.fields;
@@ -136,26 +259,38 @@ impl TextIndex {
         chunks: &[ChunkRecord],
         lance_version: u64,
     ) -> Result<()> {
-        self.with_writer(lance_version, |w| {
-            for path in paths {
-                w.delete_term(Term::from_field_text(self.fields.path, path));
-            }
-            for c in chunks {
-                w.add_document(self.doc(c))?;
-            }
-            Ok(())
-        })
+        self.with_writers(
+            lance_version,
+            |w| {
+                for path in paths {
+                    w.delete_term(Term::from_field_text(self.fields.path, path));
+                }
+                for c in chunks {
+                    w.add_document(self.doc(c))?;
+                }
+                Ok(())
+            },
+            |w| {
+                for path in paths {
+                    w.delete_term(Term::from_field_text(self.doc_fields.path, path));
+                }
+                for d in self.doc_entries(chunks) {
+                    w.add_document(d)?;
+                }
+                Ok(())
+            },
+        )
     }
 
     /// Records that the index matches `lance_version` (after a write that changed no chunk,
     /// such as compaction).
     pub fn mark_synced(&self, lance_version: u64) -> Result<()> {
-        self.with_writer(lance_version, |_| Ok(()))
+        self.with_writers(lance_version, |_| Ok(()), |_| Ok(()))
     }
 
     /// Sets the text of every hit that has none, looking its chunk up by id.
     pub fn fill_texts(&self, hits: &mut [Hit]) -> Result<()> {
-        let searcher = self.reader.searcher();
+        let searcher = self.chunks.reader.searcher();
         for h in hits.iter_mut().filter(|h| h.text.is_empty()) {
             let q = TermQuery::new(
                 Term::from_field_text(self.fields.chunk_id, &h.chunk_id),
@@ -174,8 +309,8 @@ impl TextIndex {
 
     /// The chunk id of every live document, in index order (for audits).
     pub fn chunk_ids(&self) -> Result<Vec<String>> {
-        let _ = self.reader.reload();
-        let searcher = self.reader.searcher();
+        let _ = self.chunks.reader.reload();
+        let searcher = self.chunks.reader.searcher();
         let mut out = Vec::new();
         for (ord, segment) in searcher.segment_readers().iter().enumerate() {
             for doc in segment.doc_ids_alive() {
@@ -191,34 +326,94 @@ impl TextIndex {
     }
 
     pub fn rebuild(&self, chunks: &[ChunkRecord], lance_version: u64) -> Result<()> {
-        self.with_writer(lance_version, |w| {
-            w.delete_all_documents()?;
-            for c in chunks {
-                w.add_document(self.doc(c))?;
-            }
-            Ok(())
-        })
+        self.with_writers(
+            lance_version,
+            |w| {
+                w.delete_all_documents()?;
+                for c in chunks {
+                    w.add_document(self.doc(c))?;
+                }
+                Ok(())
+            },
+            |w| {
+                w.delete_all_documents()?;
+                for d in self.doc_entries(chunks) {
+                    w.add_document(d)?;
+                }
+                Ok(())
+            },
+        )
     }
 
-    /// BM25 over title and text, best first.
+    /// BM25 over chunks' title and text, best first.
     ///
     /// The query is analysed into terms and OR-ed rather than parsed as query syntax: users
     /// type questions, and "what's `a:b`?" must not be a syntax error.
     pub fn search(&self, query: &str, limit: usize) -> Result<Vec<Hit>> {
-        let f = self.fields;
-        let mut analyzer = query_analyzer();
-        let mut terms: Vec<String> = Vec::new();
-        let mut stream = analyzer.token_stream(query);
-        stream.process(&mut |t| {
-            if !terms.contains(&t.text) {
-                terms.push(t.text.clone());
-            }
-        });
-        if terms.is_empty() {
+        let clauses = self.chunk_clauses(query);
+        if clauses.is_empty() {
             return Ok(Vec::new());
         }
+        self.chunk_hits(&BooleanQuery::new(clauses), limit)
+    }
+
+    /// The chunk of document `doc_id` that best matches `query` (its first chunk if none
+    /// matches): the passage shown for a document that only the document index found.
+    pub fn best_chunk_of(&self, doc_id: &str, query: &str) -> Result<Option<Hit>> {
+        let mut clauses = self.chunk_clauses(query);
+        clauses.push((
+            Occur::Must,
+            Box::new(TermQuery::new(
+                Term::from_field_text(self.fields.doc_id, doc_id),
+                IndexRecordOption::Basic,
+            )),
+        ));
+        let mut hits = self.chunk_hits(&BooleanQuery::new(clauses), 1)?;
+        Ok(hits.pop())
+    }
+
+    /// BM25 over whole documents (title and reassembled text), best first.
+    pub fn search_docs(&self, query: &str, limit: usize) -> Result<Vec<DocScore>> {
+        let clauses: Vec<(Occur, Box<dyn Query>)> = query_terms(query)
+            .iter()
+            .map(|t| {
+                let q: Box<dyn Query> = Box::new(TermQuery::new(
+                    Term::from_field_text(self.doc_fields.text, t),
+                    IndexRecordOption::WithFreqs,
+                ));
+                (Occur::Should, q)
+            })
+            .collect();
+        if clauses.is_empty() {
+            return Ok(Vec::new());
+        }
+        let searcher = self.docs.reader.searcher();
+        let top = searcher.search(
+            &BooleanQuery::new(clauses),
+            &TopDocs::with_limit(limit).order_by_score(),
+        )?;
+        let mut out = Vec::with_capacity(top.len());
+        for (score, addr) in top {
+            let d: TantivyDocument = searcher.doc(addr)?;
+            let s = |field| {
+                d.get_first(field)
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            };
+            out.push(DocScore {
+                doc_id: s(self.doc_fields.doc_id),
+                path: s(self.doc_fields.path),
+                score,
+            });
+        }
+        Ok(out)
+    }
+
+    /// One SHOULD clause per query term and chunk field.
+    fn chunk_clauses(&self, query: &str) -> Vec<(Occur, Box<dyn Query>)> {
+        let f = self.fields;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        for t in &terms {
+        for t in &query_terms(query) {
             let q = |field| {
                 TermQuery::new(
                     Term::from_field_text(field, t),
@@ -231,9 +426,13 @@ impl TextIndex {
                 Box::new(BoostQuery::new(Box::new(q(f.title)), TITLE_BOOST)),
             ));
         }
-        let query = BooleanQuery::new(clauses);
-        let searcher = self.reader.searcher();
-        let top = searcher.search(&query, &TopDocs::with_limit(limit).order_by_score())?;
+        clauses
+    }
+
+    fn chunk_hits(&self, query: &dyn Query, limit: usize) -> Result<Vec<Hit>> {
+        let f = self.fields;
+        let searcher = self.chunks.reader.searcher();
+        let top = searcher.search(query, &TopDocs::with_limit(limit).order_by_score())?;
         let mut hits = Vec::with_capacity(top.len());
         for (score, addr) in top {
             let d: TantivyDocument = searcher.doc(addr)?;
