@@ -11,9 +11,12 @@ pub const RRF_K: f32 = 60.0;
 
 /// Fuses two rankings (best first) into one: each chunk scores Σ 1/(k + rank), rank 1-based.
 pub fn rrf(bm25: Vec<Hit>, dense: Vec<Hit>, k: f32) -> Vec<Hit> {
-    merge(bm25, dense, |h| &h.chunk_id, |_, rank, _| {
-        1.0 / (k + rank as f32 + 1.0)
-    })
+    merge(
+        bm25,
+        dense,
+        |h| &h.chunk_id,
+        |_, rank, _| 1.0 / (k + rank as f32 + 1.0),
+    )
 }
 
 /// A document's score in the document-level BM25 index.
@@ -86,7 +89,11 @@ pub fn rank(
         .filter_map(|c| {
             let d = *doc_score.get(c.doc_id.as_str())?;
             let b = best[c.doc_id.as_str()];
-            let ratio = if b > 0.0 { (c.score / b).clamp(0.0, 1.0) } else { 1.0 };
+            let ratio = if b > 0.0 {
+                (c.score / b).clamp(0.0, 1.0)
+            } else {
+                1.0
+            };
             Some(Hit {
                 score: d * ratio,
                 ..c.clone()
@@ -118,7 +125,9 @@ fn best_per_doc(list: &[Hit]) -> Vec<Hit> {
 fn fuse_on(bm25: Vec<Hit>, dense: Vec<Hit>, fusion: Fusion, key: fn(&Hit) -> &String) -> Vec<Hit> {
     match fusion {
         Fusion::Convex => convex_on(bm25, dense, CONVEX_ALPHA, key),
-        Fusion::Rrf => merge(bm25, dense, key, |_, rank, _| 1.0 / (RRF_K + rank as f32 + 1.0)),
+        Fusion::Rrf => merge(bm25, dense, key, |_, rank, _| {
+            1.0 / (RRF_K + rank as f32 + 1.0)
+        }),
     }
 }
 
@@ -211,6 +220,7 @@ fn convex_on(bm25: Vec<Hit>, dense: Vec<Hit>, alpha: f32, key: fn(&Hit) -> &Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SearchMode;
 
     fn hit(id: &str, bm25: Option<f32>, vector: Option<f32>) -> Hit {
         Hit {
@@ -264,6 +274,72 @@ mod tests {
         assert_eq!(out[2].score, 0.0);
         assert_eq!(out[0].bm25_score, Some(20.0));
         assert_eq!(out[0].vector_score, Some(0.79));
+    }
+
+    fn chunk(id: &str, doc: &str, bm25: Option<f32>, vector: Option<f32>) -> Hit {
+        Hit {
+            doc_id: doc.into(),
+            score: bm25.or(vector).unwrap_or(0.0),
+            ..hit(id, bm25, vector)
+        }
+    }
+
+    fn doc(id: &str, score: f32) -> DocScore {
+        DocScore {
+            doc_id: id.into(),
+            path: format!("{id}.md"),
+            score,
+        }
+    }
+
+    #[test]
+    fn documents_compete_with_their_best_evidence_from_each_side() {
+        // Document d's best BM25 passage (d:0) and best vector passage (d:1) differ; e has
+        // one passage that is second on both sides. Per document, d is first on both sides.
+        let bm25 = vec![
+            chunk("d:0", "d", Some(10.0), None),
+            chunk("e:0", "e", Some(8.0), None),
+            chunk("f:0", "f", Some(1.0), None),
+        ];
+        let dense = vec![
+            chunk("d:1", "d", None, Some(0.9)),
+            chunk("e:0", "e", None, Some(0.8)),
+            chunk("g:0", "g", None, Some(0.1)),
+        ];
+        let docs = vec![doc("d", 12.0), doc("e", 9.0), doc("f", 1.0), doc("h", 0.5)];
+        let out = rank(bm25, docs, dense, SearchMode::Hybrid(Fusion::Convex));
+        let ids: Vec<&str> = out.iter().map(|h| h.chunk_id.as_str()).collect();
+        // Chunk by chunk, e:0 (0.5·7/9 + 0.5·0.7/0.8 ≈ 0.83) would beat both halves of d
+        // (0.5 each); as a document, d scores 1.0 and leads with its better passage.
+        // d's two passages tie chunk by chunk (0.5 each), so the second carries the whole
+        // document score too (its ratio to the best is 1) and both come before e.
+        assert_eq!(&ids[..3], ["d:0", "d:1", "e:0"], "{ids:?}");
+        assert!((out[0].score - 1.0).abs() < 1e-6);
+        assert!((out[1].score - 1.0).abs() < 1e-6);
+        assert!(out[2].score < 1.0);
+        // h was found by the document index only: a placeholder, for the caller to fill.
+        assert!(out.iter().any(|h| h.doc_id == "h" && h.chunk_id.is_empty()));
+    }
+
+    #[test]
+    fn bm25_ranks_by_document_score_and_scales_other_passages() {
+        let bm25 = vec![
+            chunk("a:0", "a", Some(6.0), None),
+            chunk("b:0", "b", Some(5.0), None),
+            chunk("a:1", "a", Some(3.0), None),
+        ];
+        // As whole documents, b outscores a (its terms are spread over one long passage).
+        let docs = vec![doc("b", 20.0), doc("a", 10.0)];
+        let out = rank(bm25, docs, Vec::new(), SearchMode::Bm25);
+        let ids: Vec<&str> = out.iter().map(|h| h.chunk_id.as_str()).collect();
+        assert_eq!(ids, ["b:0", "a:0", "a:1"]);
+        assert_eq!(out[0].score, 20.0);
+        assert_eq!(out[2].score, 10.0 * 3.0 / 6.0);
+        assert_eq!(
+            out[2].bm25_score,
+            Some(3.0),
+            "a passage keeps its own BM25 score"
+        );
     }
 
     #[test]

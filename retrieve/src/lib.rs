@@ -538,7 +538,12 @@ mod tests {
             // Same scores rank by rank, and each chunk the same score in both (chunks that
             // tie may come in either order: the two compute cosines in different orders).
             for (l, m) in lance.iter().zip(&memory) {
-                assert!((l.score - m.score).abs() < 1e-4, "{} vs {}", l.score, m.score);
+                assert!(
+                    (l.score - m.score).abs() < 1e-4,
+                    "{} vs {}",
+                    l.score,
+                    m.score
+                );
                 let same = lance.iter().find(|x| x.chunk_id == m.chunk_id).unwrap();
                 assert!((same.score - m.score).abs() < 1e-4);
                 assert_eq!(same.path, m.path);

@@ -14,8 +14,8 @@ use tantivy::{
     directory::MmapDirectory,
 };
 
-use crate::schema::{self, TextFields};
 use crate::fusion::DocScore;
+use crate::schema::{self, TextFields};
 use crate::{ChunkRecord, Error, Hit, Result};
 
 /// Weight of a match in the document title relative to one in the chunk text.
@@ -149,8 +149,8 @@ fn reassemble<'a>(chunks: impl Iterator<Item = &'a str>) -> String {
     let mut prev: &str = "";
     for c in chunks {
         let overlap = overlap_len(prev, c);
-        if !out.is_empty() {
-            out.push(if overlap > 0 { ' ' } else { '\n' });
+        if overlap == 0 && !out.is_empty() {
+            out.push('\n');
         }
         out.push_str(&c[overlap..]);
         prev = c;
@@ -159,12 +159,10 @@ fn reassemble<'a>(chunks: impl Iterator<Item = &'a str>) -> String {
 }
 
 /// The length of the longest suffix of `a` that is a prefix of `b` (0 if none), found by
-/// looking for `b`'s first few characters in `a` rather than trying every length.
+/// looking for `b`'s first 16 characters in `a` rather than trying every length. Overlaps
+/// shorter than that are taken for chance (the chunker's overlaps are tens of tokens).
 fn overlap_len(a: &str, b: &str) -> usize {
-    let probe_end = b
-        .char_indices()
-        .nth(16)
-        .map_or(b.len(), |(i, _)| i);
+    let probe_end = b.char_indices().nth(16).map_or(b.len(), |(i, _)| i);
     let probe = &b[..probe_end];
     if probe.is_empty() {
         return 0;
@@ -296,7 +294,10 @@ impl TextIndex {
                 Term::from_field_text(self.fields.chunk_id, &h.chunk_id),
                 IndexRecordOption::Basic,
             );
-            if let Some((_, addr)) = searcher.search(&q, &TopDocs::with_limit(1).order_by_score())?.first() {
+            if let Some((_, addr)) = searcher
+                .search(&q, &TopDocs::with_limit(1).order_by_score())?
+                .first()
+            {
                 let d: TantivyDocument = searcher.doc(*addr)?;
                 h.text = d
                     .get_first(self.fields.text)
@@ -455,5 +456,31 @@ impl TextIndex {
             });
         }
         Ok(hits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reassembling_keeps_each_overlap_once() {
+        let doc = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu";
+        // Overlapping slices, as the chunker makes them.
+        let chunks = [&doc[..34], &doc[17..57], &doc[41..]];
+        assert_eq!(reassemble(chunks.into_iter()), doc);
+        // No overlap: chunks are joined on a line break.
+        assert_eq!(
+            reassemble(["one two", "three"].into_iter()),
+            "one two\nthree"
+        );
+        assert_eq!(overlap_len("abc", ""), 0);
+        assert_eq!(
+            overlap_len("the cat", "the dog"),
+            0,
+            "a chance match is no overlap"
+        );
+        let (a, b) = ("one two three four five six", "three four five six seven");
+        assert_eq!(overlap_len(a, b), "three four five six".len());
     }
 }

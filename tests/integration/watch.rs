@@ -201,6 +201,11 @@ fn hostile_files_never_stop_the_daemon_and_are_reported() {
     std::fs::write(d.join("blob.txt"), b"\0\x01\x02 not text").unwrap();
     std::fs::write(d.join("empty.txt"), b"").unwrap();
     std::fs::write(d.join("latin1.txt"), b"Caf\xe9: the marmot stew is cold.\n").unwrap();
+    // Unreadable, unless the tests run as root (who reads anything): then it is just indexed.
+    let locked = d.join("locked.md");
+    std::fs::write(&locked, "# Locked\n\nNobody may read this.\n").unwrap();
+    std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+    let unreadable = std::fs::read(&locked).is_err();
     // A file that was indexed and is now emptied must lose its old text.
     std::fs::write(d.join("good.md"), b"").unwrap();
     std::fs::write(
@@ -233,8 +238,15 @@ fn hostile_files_never_stop_the_daemon_and_are_reported() {
     assert!(problem("empty.txt").contains("empty"));
     assert!(problem("latin1.txt").contains("UTF-8"));
     assert!(problem("pipe.txt").contains("not a regular file"));
+    if unreadable {
+        assert!(problem("locked.md").contains("Permission denied"));
+    }
     assert!(s["problem_count"].as_u64().unwrap() >= 5, "{s}");
-    assert_eq!(s["documents"], 2, "after.md and latin1.txt only: {s}");
+    let expected = if unreadable { 2 } else { 3 };
+    assert_eq!(
+        s["documents"], expected,
+        "after.md, latin1.txt (and locked.md as root): {s}"
+    );
     drop(server);
     verify_clean(data.path(), d, &["--max-file-mb", "1"]);
 }
