@@ -78,37 +78,39 @@ pub fn rank(
             )
         }
     };
-    let doc_score: HashMap<&str, f32> = docs.iter().map(|d| (d.doc_id.as_str(), d.score)).collect();
+    let doc_score: HashMap<String, f32> =
+        docs.iter().map(|d| (d.doc_id.clone(), d.score)).collect();
     // The best chunk-level score per document, to scale its other chunks by.
-    let mut best: HashMap<&str, f32> = HashMap::new();
+    let mut best: HashMap<String, f32> = HashMap::new();
     for c in &chunks {
-        best.entry(c.doc_id.as_str()).or_insert(c.score);
+        if !best.contains_key(&c.doc_id) {
+            best.insert(c.doc_id.clone(), c.score);
+        }
     }
+    // Documents ranked without any chunk among the candidates keep a placeholder.
+    let placeholders: Vec<Hit> = docs
+        .into_iter()
+        .filter(|d| !best.contains_key(&d.doc_id))
+        .map(|d| Hit {
+            chunk_id: String::new(),
+            ..d
+        })
+        .collect();
     let mut hits: Vec<Hit> = chunks
-        .iter()
-        .filter_map(|c| {
-            let d = *doc_score.get(c.doc_id.as_str())?;
-            let b = best[c.doc_id.as_str()];
+        .into_iter()
+        .filter_map(|mut c| {
+            let d = *doc_score.get(&c.doc_id)?;
+            let b = best[&c.doc_id];
             let ratio = if b > 0.0 {
                 (c.score / b).clamp(0.0, 1.0)
             } else {
                 1.0
             };
-            Some(Hit {
-                score: d * ratio,
-                ..c.clone()
-            })
+            c.score = d * ratio;
+            Some(c)
         })
         .collect();
-    // Documents ranked without any chunk among the candidates keep a placeholder.
-    hits.extend(
-        docs.into_iter()
-            .filter(|d| !best.contains_key(d.doc_id.as_str()))
-            .map(|d| Hit {
-                chunk_id: String::new(),
-                ..d
-            }),
-    );
+    hits.extend(placeholders);
     sort(&mut hits);
     hits
 }

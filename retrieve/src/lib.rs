@@ -456,8 +456,14 @@ impl Store {
         let mut hits = fusion::rank(bm25, bm25_docs, dense, mode);
         hits.truncate(k);
         // A document that only the document index found: show its best-matching chunk.
+        let wanted: Vec<&str> = hits
+            .iter()
+            .filter(|h| h.chunk_id.is_empty())
+            .map(|h| h.doc_id.as_str())
+            .collect();
+        let mut found = self.text.best_chunks_of(&wanted, query)?;
         for h in hits.iter_mut().filter(|h| h.chunk_id.is_empty()) {
-            if let Some(c) = self.text.best_chunk_of(&h.doc_id, query)? {
+            if let Some(c) = found.remove(&h.doc_id) {
                 *h = Hit {
                     score: h.score,
                     vector_score: h.vector_score,
@@ -684,6 +690,25 @@ mod tests {
             }])
             .await
             .unwrap();
+        drop(store);
+
+        // A text index written with other fields (another sovrag version) is rebuilt.
+        let docs_dir = dir.path().join("tantivy-docs");
+        std::fs::remove_dir_all(&docs_dir).unwrap();
+        std::fs::create_dir_all(&docs_dir).unwrap();
+        let mut b = tantivy::schema::Schema::builder();
+        b.add_text_field("unrelated", tantivy::schema::TEXT);
+        tantivy::Index::create_in_dir(&docs_dir, b.build()).unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let hits = store
+            .search("new words", &axis(4), 5, SearchMode::Bm25)
+            .await
+            .unwrap();
+        assert_eq!(
+            hits.len(),
+            1,
+            "document index rebuilt after a layout change"
+        );
         drop(store);
 
         // A crash between the two writes leaves tantivy behind: simulate by wiping it.

@@ -57,7 +57,26 @@ impl Tantivy {
             source,
         })?;
         let mmap = MmapDirectory::open(dir).map_err(|e| Error::Invalid(e.to_string()))?;
-        let index = Index::open_or_create(mmap, schema)?;
+        let index = match Index::open_or_create(mmap, schema.clone()) {
+            Ok(index) => index,
+            // Written by another version of sovrag with other fields. The index is derived
+            // from LanceDB, so start it afresh: the store rebuilds it (no re-embedding).
+            Err(tantivy::TantivyError::SchemaError(e)) => {
+                tracing::warn!(
+                    "text index in {} has another layout ({e}): rebuilding it",
+                    dir.display()
+                );
+                let io = |source| Error::Io {
+                    path: dir.display().to_string(),
+                    source,
+                };
+                std::fs::remove_dir_all(dir).map_err(io)?;
+                std::fs::create_dir_all(dir).map_err(io)?;
+                let mmap = MmapDirectory::open(dir).map_err(|e| Error::Invalid(e.to_string()))?;
+                Index::create(mmap, schema, tantivy::IndexSettings::default())?
+            }
+            Err(e) => return Err(e.into()),
+        };
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -286,23 +305,41 @@ impl TextIndex {
         self.with_writers(lance_version, |_| Ok(()), |_| Ok(()))
     }
 
-    /// Sets the text of every hit that has none, looking its chunk up by id.
+    /// Sets the text of every hit that has none, looking the chunks up by id in one query.
     pub fn fill_texts(&self, hits: &mut [Hit]) -> Result<()> {
+        let missing: Vec<(Occur, Box<dyn Query>)> = hits
+            .iter()
+            .filter(|h| h.text.is_empty())
+            .map(|h| {
+                let q: Box<dyn Query> = Box::new(TermQuery::new(
+                    Term::from_field_text(self.fields.chunk_id, &h.chunk_id),
+                    IndexRecordOption::Basic,
+                ));
+                (Occur::Should, q)
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let n = missing.len();
         let searcher = self.chunks.reader.searcher();
-        for h in hits.iter_mut().filter(|h| h.text.is_empty()) {
-            let q = TermQuery::new(
-                Term::from_field_text(self.fields.chunk_id, &h.chunk_id),
-                IndexRecordOption::Basic,
-            );
-            if let Some((_, addr)) = searcher
-                .search(&q, &TopDocs::with_limit(1).order_by_score())?
-                .first()
-            {
-                let d: TantivyDocument = searcher.doc(*addr)?;
-                h.text = d
-                    .get_first(self.fields.text)
+        let found = searcher.search(
+            &BooleanQuery::new(missing),
+            &TopDocs::with_limit(n).order_by_score(),
+        )?;
+        let mut texts = std::collections::HashMap::with_capacity(n);
+        for (_, addr) in found {
+            let d: TantivyDocument = searcher.doc(addr)?;
+            let s = |field| {
+                d.get_first(field)
                     .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
+                    .unwrap_or_default()
+            };
+            texts.insert(s(self.fields.chunk_id), s(self.fields.text));
+        }
+        for h in hits.iter_mut().filter(|h| h.text.is_empty()) {
+            if let Some(t) = texts.remove(&h.chunk_id) {
+                h.text = t;
             }
         }
         Ok(())
@@ -358,19 +395,41 @@ impl TextIndex {
         self.chunk_hits(&BooleanQuery::new(clauses), limit)
     }
 
-    /// The chunk of document `doc_id` that best matches `query` (its first chunk if none
+    /// For each of `doc_ids`, its chunk that best matches `query` (its first chunk if none
     /// matches): the passage shown for a document that only the document index found.
-    pub fn best_chunk_of(&self, doc_id: &str, query: &str) -> Result<Option<Hit>> {
+    /// One query for all of them.
+    pub fn best_chunks_of(
+        &self,
+        doc_ids: &[&str],
+        query: &str,
+    ) -> Result<std::collections::HashMap<String, Hit>> {
+        let mut out = std::collections::HashMap::new();
+        if doc_ids.is_empty() {
+            return Ok(out);
+        }
+        let in_docs: Vec<(Occur, Box<dyn Query>)> = doc_ids
+            .iter()
+            .map(|d| {
+                let q: Box<dyn Query> = Box::new(TermQuery::new(
+                    Term::from_field_text(self.fields.doc_id, d),
+                    IndexRecordOption::Basic,
+                ));
+                (Occur::Should, q)
+            })
+            .collect();
         let mut clauses = self.chunk_clauses(query);
-        clauses.push((
-            Occur::Must,
-            Box::new(TermQuery::new(
-                Term::from_field_text(self.fields.doc_id, doc_id),
-                IndexRecordOption::Basic,
-            )),
-        ));
-        let mut hits = self.chunk_hits(&BooleanQuery::new(clauses), 1)?;
-        Ok(hits.pop())
+        clauses.push((Occur::Must, Box::new(BooleanQuery::new(in_docs))));
+        let query = BooleanQuery::new(clauses);
+        // Every chunk of those documents, best first: the first seen per document wins.
+        let n = self
+            .chunks
+            .reader
+            .searcher()
+            .search(&query, &tantivy::collector::Count)?;
+        for h in self.chunk_hits(&query, n.max(1))? {
+            out.entry(h.doc_id.clone()).or_insert(h);
+        }
+        Ok(out)
     }
 
     /// BM25 over whole documents (title and reassembled text), best first.
@@ -462,6 +521,58 @@ impl TextIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn chunk(doc: &str, ord: u32, text: &str) -> ChunkRecord {
+        ChunkRecord {
+            chunk_id: format!("{doc}:{ord}"),
+            doc_id: doc.into(),
+            path: format!("{doc}.md"),
+            title: String::new(),
+            start_line: ord + 1,
+            end_line: ord + 1,
+            text: text.into(),
+            content_hash: String::new(),
+            vector: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn documents_are_scored_whole_and_shown_by_their_best_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = TextIndex::open(&dir.path().join("c"), &dir.path().join("d")).unwrap();
+        let chunks = [
+            chunk("a", 0, "herons wade in the estuary"),
+            chunk("a", 1, "egrets nest in reeds"),
+            chunk("b", 0, "herons and egrets"),
+            chunk("b", 1, "plain words only"),
+            chunk("c", 0, "nothing relevant here"),
+            chunk("c", 1, "still nothing"),
+        ];
+        index
+            .replace(&["a.md", "b.md", "c.md"], &chunks, 7)
+            .unwrap();
+        assert_eq!(index.synced_version(), Some(7));
+        let docs = index.search_docs("egrets", 10).unwrap();
+        let ids: Vec<&str> = docs.iter().map(|d| d.doc_id.as_str()).collect();
+        assert_eq!(ids.len(), 2);
+        assert!(ids.contains(&"a") && ids.contains(&"b"));
+        let best = index.best_chunks_of(&["a", "b", "c"], "egrets").unwrap();
+        assert_eq!(best["a"].chunk_id, "a:1");
+        assert_eq!(best["b"].chunk_id, "b:0");
+        assert_eq!(best["c"].chunk_id, "c:0", "no match: the first chunk");
+        assert_eq!(best["a"].text, "egrets nest in reeds");
+        // Replacing a document replaces its whole-document entry too.
+        index
+            .replace(&["a.md"], &[chunk("a", 0, "only ospreys")], 8)
+            .unwrap();
+        let ids: Vec<String> = index
+            .search_docs("egrets", 10)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.doc_id)
+            .collect();
+        assert_eq!(ids, ["b"]);
+    }
 
     #[test]
     fn reassembling_keeps_each_overlap_once() {
