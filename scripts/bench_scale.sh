@@ -2,7 +2,7 @@
 # Scale of indexing and watching: a generated tree of N small files (default 20,000) in 200
 # folders. Prints the time and peak RSS of `sovrag index`, then starts `serve --watch` on the
 # same tree and prints its start-up reconcile time, resident memory, file descriptors and
-# inotify watches once it has settled, and again after a burst of 500 edits.
+# inotify watches once it has settled, and again after each of three bursts of 500 edits.
 #
 #   scripts/bench_scale.sh [N]
 set -euo pipefail
@@ -57,18 +57,21 @@ sleep 2
 echo "serve --watch: start-up reconcile settled in $(settle "$T0") s (includes model loading)"
 report "serve --watch, settled"
 
-T0=$(python3 -c 'import time; print(time.time())')
-python3 - "$WORK/tree" <<'EOF'
+# Three bursts of 500 edits: memory should level off, not grow with every burst.
+for burst in 1 2 3; do
+  T0=$(python3 -c 'import time; print(time.time())')
+  python3 - "$WORK/tree" "$burst" <<'EOF'
 import os, sys
-root = sys.argv[1]
+root, burst = sys.argv[1], sys.argv[2]
 for i in range(500):
     p = os.path.join(root, f"dir{i % 200:03d}", f"note{i:05d}.md")
     with open(p, "a") as f:
-        f.write(f"\nEdited: burstmark{i}.\n")
+        f.write(f"\nEdited in burst {burst}: burstmark{burst}x{i}.\n")
 EOF
-sleep 1
-echo "500 edits applied in $(settle "$T0") s"
-report "after 500 edits"
+  sleep 1
+  echo "burst $burst: 500 edits applied in $(settle "$T0") s"
+  report "after burst $burst"
+done
 hit=$(curl -sf -XPOST "http://127.0.0.1:$PORT/v1/query" -H 'content-type: application/json' \
-  -d '{"query":"burstmark499","k":3}' | python3 -c 'import json,sys; print(any("burstmark499" in h["text"] for h in json.load(sys.stdin)["hits"]))')
+  -d '{"query":"burstmark3x499","k":3}' | python3 -c 'import json,sys; print(any("burstmark3x499" in h["text"] for h in json.load(sys.stdin)["hits"]))')
 echo "last edit searchable: $hit"

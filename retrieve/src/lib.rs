@@ -198,13 +198,7 @@ impl Store {
             write_lock: tokio::sync::RwLock::new(()),
         };
         store.repair_if_needed().await?;
-        if store.vectors.count().await? <= resident::MAX_CHUNKS {
-            let mut r = resident::Resident::default();
-            let all = store.vectors.all_chunks().await?;
-            let paths: Vec<&str> = Vec::new();
-            r.replace(&paths, &all);
-            *store.resident_mut() = Some(r);
-        }
+        store.load_resident().await?;
         Ok(store)
     }
 
@@ -297,21 +291,51 @@ impl Store {
             .flatten()
             .collect();
         let _w = self.write_lock.write().await;
+        // Only stored paths need deleting from LanceDB, and each delete scans the table: a
+        // batch of new files (the whole of a first index) skips it. The in-memory copy
+        // knows every stored path; without it, delete them all.
+        let stored: Vec<&str> = match self
+            .resident
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            Some(r) => paths.iter().copied().filter(|p| r.has_path(p)).collect(),
+            None => paths.clone(),
+        };
         // LanceDB first: it is the record; tantivy follows (see the crate doc).
-        self.vectors.replace(&paths, &chunks).await?;
-        let version = self.vectors.version().await?;
-        self.text.replace(&paths, &chunks, version)?;
-        let mut resident = self.resident_mut();
-        if let Some(r) = resident.as_mut() {
-            r.replace(&paths, &chunks);
-            if r.len() > resident::MAX_CHUNKS {
-                tracing::info!(
-                    "over {} chunks: vector search now reads LanceDB instead of a copy in memory",
-                    resident::MAX_CHUNKS
-                );
-                *resident = None;
+        if let Err(e) = self.vectors.replace(&stored, &chunks).await {
+            // The in-memory copy must keep mirroring what LanceDB holds, half-write or not.
+            self.load_resident().await?;
+            return Err(e);
+        }
+        {
+            let mut resident = self.resident_mut();
+            if let Some(r) = resident.as_mut() {
+                r.replace(&paths, &chunks);
+                if r.len() > resident::MAX_CHUNKS {
+                    tracing::info!(
+                        "over {} chunks: vector search now reads LanceDB instead of a copy in memory",
+                        resident::MAX_CHUNKS
+                    );
+                    *resident = None;
+                }
             }
         }
+        let version = self.vectors.version().await?;
+        self.text.replace(&paths, &chunks, version)
+    }
+
+    /// (Re)loads the in-memory copy of the vectors from LanceDB, if the store is small enough.
+    async fn load_resident(&self) -> Result<()> {
+        let copy = if self.vectors.count().await? <= resident::MAX_CHUNKS {
+            let mut r = resident::Resident::default();
+            r.replace(&[], &self.vectors.all_chunks().await?);
+            Some(r)
+        } else {
+            None
+        };
+        *self.resident_mut() = copy;
         Ok(())
     }
 

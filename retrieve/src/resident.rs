@@ -38,6 +38,11 @@ impl Resident {
         self.rows.len() - self.free.len()
     }
 
+    /// Whether any chunk of `path` is stored.
+    pub fn has_path(&self, path: &str) -> bool {
+        self.by_path.contains_key(path)
+    }
+
     /// Removes every chunk of `paths`, then adds `chunks` (as `VectorStore::replace`).
     pub fn replace(&mut self, paths: &[&str], chunks: &[ChunkRecord]) {
         for p in paths {

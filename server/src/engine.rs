@@ -295,8 +295,21 @@ impl Engine {
         let read = tokio::task::spawn_blocking(move || read_files(&files, &k, max)).await?;
         // Vectors of chunks whose text is unchanged are reused: an edit re-embeds only what
         // changed, a moved or renamed file (same content hash) nothing at all.
-        let paths: Vec<String> = read.docs.iter().map(|d| path_key(&d.path)).collect();
-        let hashes: Vec<&str> = read.docs.iter().map(|d| d.content_hash.as_str()).collect();
+        // Only what the index can hold is looked up: each lookup scans the vector table, and
+        // a batch of new files (all of a first index) has nothing to reuse.
+        let known_hashes: HashSet<&str> = known.values().map(String::as_str).collect();
+        let paths: Vec<String> = read
+            .docs
+            .iter()
+            .map(|d| path_key(&d.path))
+            .filter(|p| known.contains_key(p))
+            .collect();
+        let hashes: Vec<&str> = read
+            .docs
+            .iter()
+            .map(|d| d.content_hash.as_str())
+            .filter(|h| known_hashes.contains(h))
+            .collect();
         let path_refs: Vec<&str> = paths.iter().map(String::as_str).collect();
         let reuse: HashMap<String, Vec<f32>> = self
             .store
