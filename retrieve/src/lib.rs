@@ -1,14 +1,17 @@
 /*!
-Stores chunks and finds them again: a LanceDB vector table and a tantivy BM25 index over the
-same chunks, kept in step, searched together and fused.
+Stores chunks and finds them again: a LanceDB vector table, and tantivy BM25 indexes over
+the same chunks and over the whole documents they come from, kept in step, searched together
+and fused.
 
-`sovrag-retrieve` owns the on-disk stores under a data dir (`lance/` and `tantivy/`), the
-write path that keeps them in agreement ([`Store::apply`]),
-and hybrid search ([`Store::search`]) fusing the two rankings ([`fusion`]). It takes
-vectors and chunks from `sovrag-ingest`; it does not load files, embed, or generate text.
+`sovrag-retrieve` owns the on-disk stores under a data dir (`lance/`, `tantivy/` and
+`tantivy-docs/`), the write path that keeps them in agreement ([`Store::apply`]), an
+in-memory copy of the vectors for fast exact search, the audit of their invariants
+([`Store::audit`]), and hybrid search ([`Store::search`]) ranking documents, then passages
+([`fusion`]). It takes vectors and chunks from `sovrag-ingest`; it does not load files,
+embed, or generate text.
 
-Consistency rule: LanceDB is written first and is the record of what is indexed; tantivy is
-derived from it. Every tantivy commit records, in the same atomic commit, the LanceDB table
+Consistency rule: LanceDB is written first and is the record of what is indexed; tantivy (and
+the in-memory copy) is derived from it. Every tantivy commit records, in the same atomic commit, the LanceDB table
 version it matches. On open, a version that differs (a kill between the two writes, or any
 write tantivy never saw) or a chunk count that differs makes tantivy be rebuilt from LanceDB,
 which needs no re-embedding. A kill inside a LanceDB write leaves a file's chunks either old
