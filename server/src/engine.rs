@@ -534,9 +534,15 @@ impl Engine {
         WorkGuard { engine: self, kind }
     }
 
-    /// Sets how many changed paths wait to be applied.
-    pub fn set_queued(&self, n: usize) {
-        self.activity().queued = n;
+    /// Counts `n` more changed paths waiting to be applied (several watchers share this).
+    pub fn queue_add(&self, n: usize) {
+        self.activity().queued += n;
+    }
+
+    /// Counts `n` waiting paths as applied (or dropped for a reconcile, which covers them).
+    pub fn queue_done(&self, n: usize) {
+        let mut a = self.activity();
+        a.queued = a.queued.saturating_sub(n);
     }
 
     /// Records how a watched folder is followed.

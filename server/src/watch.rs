@@ -31,7 +31,11 @@ pub async fn watch(
     reconcile_every: Option<Duration>,
 ) -> Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<DebounceEventResult>();
+    // Paths are counted as queued from the moment the debouncer hands them over, so status
+    // shows them waiting during a long sync or reconcile too.
+    let counter = engine.clone();
     let mut debouncer = new_debouncer(DEBOUNCE, None, move |res: DebounceEventResult| {
+        counter.queue_add(paths_in(&res));
         let _ = tx.send(res);
     })
     .context("starting the file watcher")?;
@@ -75,6 +79,7 @@ pub async fn watch(
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
+        let taken: usize = batch.iter().map(paths_in).sum();
         let mut paths = BTreeSet::new();
         let mut rescan = false;
         for res in batch {
@@ -110,14 +115,14 @@ pub async fn watch(
         }
         if rescan {
             reconcile(&engine, &root, "events were lost").await;
+            engine.queue_done(taken);
             continue;
         }
-        engine.set_queued(paths.len());
         let result = {
             let _busy = engine.work(Work::Sync);
             engine.sync_paths(&root, paths.into_iter().collect()).await
         };
-        engine.set_queued(0);
+        engine.queue_done(taken);
         match result {
             Ok(r) if r.indexed + r.removed > 0 => tracing::info!(
                 "synced {}: {} indexed, {} removed, {} skipped",
@@ -132,6 +137,18 @@ pub async fn watch(
     }
     drop(debouncer);
     Ok(())
+}
+
+/// How many paths a debouncer delivery names (an error counts as one).
+fn paths_in(res: &DebounceEventResult) -> usize {
+    match res {
+        Ok(events) => events
+            .iter()
+            .filter(|e| !matches!(e.event.kind, EventKind::Access(_)))
+            .map(|e| e.event.paths.len())
+            .sum(),
+        Err(errors) => errors.len(),
+    }
 }
 
 fn limit_reached(engine: &Engine, root: &Path) {
