@@ -47,13 +47,18 @@ pub struct TextFields {
 /// English stemming ("watching" finds "watch"), with positions for phrase queries later.
 pub const ANALYZER: &str = "en_stem";
 
-pub fn tantivy() -> (TSchema, TextFields) {
-    let mut b = TSchema::builder();
-    let stemmed = TextOptions::default().set_indexing_options(
+/// A text field analysed with [`ANALYZER`], recording `record` per term.
+fn stemmed(record: IndexRecordOption) -> TextOptions {
+    TextOptions::default().set_indexing_options(
         TextFieldIndexing::default()
             .set_tokenizer(ANALYZER)
-            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
-    );
+            .set_index_option(record),
+    )
+}
+
+pub fn tantivy() -> (TSchema, TextFields) {
+    let mut b = TSchema::builder();
+    let stemmed = stemmed(IndexRecordOption::WithFreqsAndPositions);
     let fields = TextFields {
         chunk_id: b.add_text_field("chunk_id", STRING | STORED),
         doc_id: b.add_text_field("doc_id", STRING | STORED),
@@ -78,15 +83,11 @@ pub struct DocFields {
 /// One entry per document: title and whole text in one field, as BM25 is usually run.
 pub fn tantivy_docs() -> (TSchema, DocFields) {
     let mut b = TSchema::builder();
-    let stemmed = TextOptions::default().set_indexing_options(
-        TextFieldIndexing::default()
-            .set_tokenizer(ANALYZER)
-            .set_index_option(IndexRecordOption::WithFreqs),
-    );
     let fields = DocFields {
         doc_id: b.add_text_field("doc_id", STRING | STORED),
         path: b.add_text_field("path", STRING | STORED),
-        text: b.add_text_field("text", stemmed),
+        // Frequencies only: BM25 over documents needs no positions.
+        text: b.add_text_field("text", stemmed(IndexRecordOption::WithFreqs)),
     };
     (b.build(), fields)
 }

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
-use tantivy::schema::{IndexRecordOption, Value};
+use tantivy::schema::{Field, IndexRecordOption, Value};
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
 };
@@ -150,6 +150,30 @@ fn query_terms(query: &str) -> Vec<String> {
         }
     });
     terms
+}
+
+/// SHOULD clauses, one per value: a query that a document with any of `values` in `field`
+/// matches.
+fn any_of<'a>(
+    field: Field,
+    values: impl IntoIterator<Item = &'a str>,
+    option: IndexRecordOption,
+) -> Vec<(Occur, Box<dyn Query>)> {
+    values
+        .into_iter()
+        .map(|v| {
+            let q: Box<dyn Query> =
+                Box::new(TermQuery::new(Term::from_field_text(field, v), option));
+            (Occur::Should, q)
+        })
+        .collect()
+}
+
+/// A stored text field of a document (empty if absent).
+fn stored_str(d: &TantivyDocument, field: Field) -> String {
+    d.get_first(field)
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// The `N` of a chunk id `doc:N` (chunks of a document in order).
@@ -307,17 +331,13 @@ impl TextIndex {
 
     /// Sets the text of every hit that has none, looking the chunks up by id in one query.
     pub fn fill_texts(&self, hits: &mut [Hit]) -> Result<()> {
-        let missing: Vec<(Occur, Box<dyn Query>)> = hits
-            .iter()
-            .filter(|h| h.text.is_empty())
-            .map(|h| {
-                let q: Box<dyn Query> = Box::new(TermQuery::new(
-                    Term::from_field_text(self.fields.chunk_id, &h.chunk_id),
-                    IndexRecordOption::Basic,
-                ));
-                (Occur::Should, q)
-            })
-            .collect();
+        let missing = any_of(
+            self.fields.chunk_id,
+            hits.iter()
+                .filter(|h| h.text.is_empty())
+                .map(|h| h.chunk_id.as_str()),
+            IndexRecordOption::Basic,
+        );
         if missing.is_empty() {
             return Ok(());
         }
@@ -330,12 +350,10 @@ impl TextIndex {
         let mut texts = std::collections::HashMap::with_capacity(n);
         for (_, addr) in found {
             let d: TantivyDocument = searcher.doc(addr)?;
-            let s = |field| {
-                d.get_first(field)
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
-            };
-            texts.insert(s(self.fields.chunk_id), s(self.fields.text));
+            texts.insert(
+                stored_str(&d, self.fields.chunk_id),
+                stored_str(&d, self.fields.text),
+            );
         }
         for h in hits.iter_mut().filter(|h| h.text.is_empty()) {
             if let Some(t) = texts.remove(&h.chunk_id) {
@@ -353,11 +371,7 @@ impl TextIndex {
         for (ord, segment) in searcher.segment_readers().iter().enumerate() {
             for doc in segment.doc_ids_alive() {
                 let d: TantivyDocument = searcher.doc(DocAddress::new(ord as u32, doc))?;
-                out.push(
-                    d.get_first(self.fields.chunk_id)
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default(),
-                );
+                out.push(stored_str(&d, self.fields.chunk_id));
             }
         }
         Ok(out)
@@ -407,16 +421,11 @@ impl TextIndex {
         if doc_ids.is_empty() {
             return Ok(out);
         }
-        let in_docs: Vec<(Occur, Box<dyn Query>)> = doc_ids
-            .iter()
-            .map(|d| {
-                let q: Box<dyn Query> = Box::new(TermQuery::new(
-                    Term::from_field_text(self.fields.doc_id, d),
-                    IndexRecordOption::Basic,
-                ));
-                (Occur::Should, q)
-            })
-            .collect();
+        let in_docs = any_of(
+            self.fields.doc_id,
+            doc_ids.iter().copied(),
+            IndexRecordOption::Basic,
+        );
         let mut clauses = self.chunk_clauses(query);
         clauses.push((Occur::Must, Box::new(BooleanQuery::new(in_docs))));
         let query = BooleanQuery::new(clauses);
@@ -434,16 +443,12 @@ impl TextIndex {
 
     /// BM25 over whole documents (title and reassembled text), best first.
     pub fn search_docs(&self, query: &str, limit: usize) -> Result<Vec<DocScore>> {
-        let clauses: Vec<(Occur, Box<dyn Query>)> = query_terms(query)
-            .iter()
-            .map(|t| {
-                let q: Box<dyn Query> = Box::new(TermQuery::new(
-                    Term::from_field_text(self.doc_fields.text, t),
-                    IndexRecordOption::WithFreqs,
-                ));
-                (Occur::Should, q)
-            })
-            .collect();
+        let terms = query_terms(query);
+        let clauses = any_of(
+            self.doc_fields.text,
+            terms.iter().map(String::as_str),
+            IndexRecordOption::WithFreqs,
+        );
         if clauses.is_empty() {
             return Ok(Vec::new());
         }
@@ -455,14 +460,9 @@ impl TextIndex {
         let mut out = Vec::with_capacity(top.len());
         for (score, addr) in top {
             let d: TantivyDocument = searcher.doc(addr)?;
-            let s = |field| {
-                d.get_first(field)
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
-            };
             out.push(DocScore {
-                doc_id: s(self.doc_fields.doc_id),
-                path: s(self.doc_fields.path),
+                doc_id: stored_str(&d, self.doc_fields.doc_id),
+                path: stored_str(&d, self.doc_fields.path),
                 score,
             });
         }
@@ -471,21 +471,17 @@ impl TextIndex {
 
     /// One SHOULD clause per query term and chunk field.
     fn chunk_clauses(&self, query: &str) -> Vec<(Occur, Box<dyn Query>)> {
-        let f = self.fields;
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        for t in &query_terms(query) {
-            let q = |field| {
-                TermQuery::new(
-                    Term::from_field_text(field, t),
-                    IndexRecordOption::WithFreqs,
-                )
-            };
-            clauses.push((Occur::Should, Box::new(q(f.text))));
-            clauses.push((
-                Occur::Should,
-                Box::new(BoostQuery::new(Box::new(q(f.title)), TITLE_BOOST)),
-            ));
-        }
+        let terms = query_terms(query);
+        let terms = || terms.iter().map(String::as_str);
+        let mut clauses = any_of(self.fields.text, terms(), IndexRecordOption::WithFreqs);
+        clauses.extend(
+            any_of(self.fields.title, terms(), IndexRecordOption::WithFreqs)
+                .into_iter()
+                .map(|(o, q)| {
+                    let boosted: Box<dyn Query> = Box::new(BoostQuery::new(q, TITLE_BOOST));
+                    (o, boosted)
+                }),
+        );
         clauses
     }
 
@@ -496,11 +492,7 @@ impl TextIndex {
         let mut hits = Vec::with_capacity(top.len());
         for (score, addr) in top {
             let d: TantivyDocument = searcher.doc(addr)?;
-            let s = |field| {
-                d.get_first(field)
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
-            };
+            let s = |field| stored_str(&d, field);
             let n = |field| d.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0) as u32;
             hits.push(Hit {
                 chunk_id: s(f.chunk_id),
