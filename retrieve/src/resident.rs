@@ -33,6 +33,13 @@ pub struct Resident {
 }
 
 impl Resident {
+    /// A copy holding `chunks`.
+    pub fn from_chunks(chunks: &[ChunkRecord]) -> Self {
+        let mut r = Resident::default();
+        r.replace(&[], chunks);
+        r
+    }
+
     /// Live chunks.
     pub fn len(&self) -> usize {
         self.rows.len() - self.free.len()
