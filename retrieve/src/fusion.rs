@@ -1,5 +1,6 @@
-//! Fusing the BM25 and vector rankings: reciprocal-rank fusion, or a convex combination of
-//! normalised scores.
+//! Ranking search results: documents by their fused BM25 and vector evidence, then passages
+//! within them. Fusion is a convex combination of normalised scores, or reciprocal-rank
+//! fusion.
 
 use std::collections::HashMap;
 
@@ -8,16 +9,6 @@ use crate::Hit;
 /// The RRF constant of Cormack et al. (2009): large enough that the first few ranks of
 /// either list do not dominate, the value used by every published BM25+dense RRF baseline.
 pub const RRF_K: f32 = 60.0;
-
-/// Fuses two rankings (best first) into one: each chunk scores Σ 1/(k + rank), rank 1-based.
-pub fn rrf(bm25: Vec<Hit>, dense: Vec<Hit>, k: f32) -> Vec<Hit> {
-    merge(
-        bm25,
-        dense,
-        |h| &h.chunk_id,
-        |_, rank, _| 1.0 / (k + rank as f32 + 1.0),
-    )
-}
 
 /// A document's score in the document-level BM25 index.
 pub struct DocScore {
@@ -73,8 +64,8 @@ pub fn rank(
         SearchMode::Hybrid(f) => {
             let dense_docs = best_per_doc(&dense);
             (
-                fuse_on(bm25_chunks, dense, f, |h| &h.chunk_id),
-                fuse_on(as_hits(bm25_docs), dense_docs, f, |h| &h.doc_id),
+                fuse(bm25_chunks, dense, f, by_chunk),
+                fuse(as_hits(bm25_docs), dense_docs, f, by_doc),
             )
         }
     };
@@ -124,13 +115,24 @@ fn best_per_doc(list: &[Hit]) -> Vec<Hit> {
         .collect()
 }
 
-fn fuse_on(bm25: Vec<Hit>, dense: Vec<Hit>, fusion: Fusion, key: fn(&Hit) -> &String) -> Vec<Hit> {
+/// Fuses two rankings (best first) into one, merging hits with the same `key` (chunk id, or
+/// document id for documents).
+fn fuse(bm25: Vec<Hit>, dense: Vec<Hit>, fusion: Fusion, key: fn(&Hit) -> &String) -> Vec<Hit> {
     match fusion {
-        Fusion::Convex => convex_on(bm25, dense, CONVEX_ALPHA, key),
+        Fusion::Convex => convex(bm25, dense, key),
+        // Each hit scores Σ 1/(k + rank), rank 1-based.
         Fusion::Rrf => merge(bm25, dense, key, |_, rank, _| {
             1.0 / (RRF_K + rank as f32 + 1.0)
         }),
     }
+}
+
+fn by_chunk(h: &Hit) -> &String {
+    &h.chunk_id
+}
+
+fn by_doc(h: &Hit) -> &String {
+    &h.doc_id
 }
 
 fn sort(hits: &mut [Hit]) {
@@ -189,17 +191,15 @@ pub enum Fusion {
     Convex,
 }
 
-/// Weight of the vector side in [`convex`]. 0.5 is the unweighted mean: no tuning to any
+/// Weight of the vector side in the convex combination. 0.5 is the unweighted mean: no tuning to any
 /// question set.
 pub const CONVEX_ALPHA: f32 = 0.5;
 
 /// Convex combination: each side's scores are min-max normalised over its candidates to
-/// [0, 1] (a chunk missing from a side gets 0 there), then `alpha·dense + (1−alpha)·bm25`.
-pub fn convex(bm25: Vec<Hit>, dense: Vec<Hit>, alpha: f32) -> Vec<Hit> {
-    convex_on(bm25, dense, alpha, |h| &h.chunk_id)
-}
-
-fn convex_on(bm25: Vec<Hit>, dense: Vec<Hit>, alpha: f32, key: fn(&Hit) -> &String) -> Vec<Hit> {
+/// [0, 1] (a hit missing from a side gets 0 there), then `α·dense + (1−α)·bm25` with
+/// α = [`CONVEX_ALPHA`].
+fn convex(bm25: Vec<Hit>, dense: Vec<Hit>, key: fn(&Hit) -> &String) -> Vec<Hit> {
+    let alpha = CONVEX_ALPHA;
     fn range(scores: impl Iterator<Item = f32>) -> (f32, f32) {
         scores.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), s| {
             (lo.min(s), hi.max(s))
@@ -242,7 +242,7 @@ mod tests {
     fn rrf_adds_reciprocal_ranks_and_keeps_both_scores() {
         let bm25 = vec![hit("a", Some(9.0), None), hit("b", Some(5.0), None)];
         let dense = vec![hit("b", None, Some(0.8)), hit("c", None, Some(0.7))];
-        let out = rrf(bm25, dense, 60.0);
+        let out = fuse(bm25, dense, Fusion::Rrf, by_chunk);
         let ids: Vec<&str> = out.iter().map(|h| h.chunk_id.as_str()).collect();
         // b: 1/62 + 1/61 beats a: 1/61 beats c: 1/62.
         assert_eq!(ids, ["b", "a", "c"]);
@@ -267,7 +267,7 @@ mod tests {
             hit("a", None, Some(0.79)),
             hit("c", None, Some(0.10)),
         ];
-        let out = convex(bm25, dense, 0.5);
+        let out = fuse(bm25, dense, Fusion::Convex, by_chunk);
         assert_eq!(out[0].chunk_id, "a");
         // a: 0.5·1 + 0.5·(0.69/0.70); b: 0.5·(1/19) + 0.5·1.
         assert!((out[0].score - (0.5 + 0.5 * 0.69 / 0.70)).abs() < 1e-5);
@@ -346,10 +346,11 @@ mod tests {
 
     #[test]
     fn rrf_of_one_list_keeps_its_order() {
-        let out = rrf(
+        let out = fuse(
             vec![],
             vec![hit("x", None, Some(0.9)), hit("y", None, Some(0.1))],
-            60.0,
+            Fusion::Rrf,
+            by_chunk,
         );
         assert_eq!(out[0].chunk_id, "x");
         assert_eq!(out[1].chunk_id, "y");
