@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use notify_debouncer_full::notify::{ErrorKind, EventKind, RecursiveMode};
-use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+use notify_debouncer_full::{DebounceEventResult, DebouncedEvent, new_debouncer};
 
 use crate::engine::{Engine, Work};
 
@@ -85,12 +85,7 @@ pub async fn watch(
         for res in batch {
             match res {
                 Ok(events) => {
-                    for ev in events {
-                        // Opening or closing a file changes nothing, and our own reads
-                        // produce such events: following them would loop.
-                        if matches!(ev.event.kind, EventKind::Access(_)) {
-                            continue;
-                        }
+                    for ev in changes(&events) {
                         tracing::debug!("event {:?} {:?}", ev.event.kind, ev.event.paths);
                         rescan |= ev.need_rescan();
                         paths.extend(ev.event.paths.iter().cloned());
@@ -142,13 +137,17 @@ pub async fn watch(
 /// How many paths a debouncer delivery names (an error counts as one).
 fn paths_in(res: &DebounceEventResult) -> usize {
     match res {
-        Ok(events) => events
-            .iter()
-            .filter(|e| !matches!(e.event.kind, EventKind::Access(_)))
-            .map(|e| e.event.paths.len())
-            .sum(),
+        Ok(events) => changes(events).map(|e| e.event.paths.len()).sum(),
         Err(errors) => errors.len(),
     }
+}
+
+/// The events that may change what is indexed. Opening or closing a file changes nothing,
+/// and our own reads produce such events: following them would loop.
+fn changes(events: &[DebouncedEvent]) -> impl Iterator<Item = &DebouncedEvent> {
+    events
+        .iter()
+        .filter(|e| !matches!(e.event.kind, EventKind::Access(_)))
 }
 
 fn limit_reached(engine: &Engine, root: &Path) {
