@@ -164,9 +164,12 @@ async fn serve(config: Config) -> Result<()> {
             }
         });
     }
-    // Load the generator now so the first question does not pay for it.
+    // Load both models now so the first question does not pay for them.
     let e = engine.clone();
     tokio::spawn(async move {
+        if let Err(err) = e.embedder().await {
+            tracing::error!("embedding model: {err:#}");
+        }
         if let Err(err) = e.generator().await {
             tracing::error!("generator: {err:#}");
         }

@@ -25,7 +25,8 @@ const DOCS_PER_BATCH: usize = 512;
 pub struct Engine {
     pub config: Config,
     models: ModelPaths,
-    embedder: Arc<Embedder>,
+    /// Loaded on first use: `status` and `verify` never need it.
+    embedder: tokio::sync::OnceCell<Arc<Embedder>>,
     chunker: Arc<Chunker>,
     store: Store,
     generator: tokio::sync::OnceCell<Arc<Generator>>,
@@ -141,13 +142,10 @@ pub struct Verification {
 }
 
 impl Engine {
-    /// Loads the embedding model and opens the stores; the generator loads on first use.
+    /// Finds the models and opens the stores; the embedding model and the generator load on
+    /// first use.
     pub async fn open(config: Config) -> Result<Arc<Self>> {
         let models = ModelPaths::locate(config.models.as_deref())?;
-        let (m, threads) = (models.clone(), config.threads);
-        let embedder = tokio::task::spawn_blocking(move || Embedder::load(&m, threads))
-            .await?
-            .context("loading the embedding model")?;
         let chunker = Chunker::new(&models, config.chunk_tokens, config.chunk_overlap)?;
         let store = Store::open(&config.data_dir)
             .await
@@ -155,7 +153,7 @@ impl Engine {
         Ok(Arc::new(Engine {
             config,
             models,
-            embedder: Arc::new(embedder),
+            embedder: tokio::sync::OnceCell::new(),
             chunker: Arc::new(chunker),
             store,
             generator: tokio::sync::OnceCell::new(),
@@ -188,9 +186,10 @@ impl Engine {
         // Overlapping arguments (a folder and a file in it) must not index a file twice.
         files.sort();
         files.dedup();
-        let known = self.store.documents().await?;
+        let known = self.indexed().await?;
         let on_disk: HashSet<String> = files.iter().map(|f| path_key(f)).collect();
         let gone: Vec<String> = known
+            .hash_of
             .keys()
             .filter(|k| !on_disk.contains(*k) && roots.iter().any(|r| Path::new(k).starts_with(r)))
             .cloned()
@@ -220,7 +219,7 @@ impl Engine {
         let started = Instant::now();
         let mut to_index = Vec::new();
         let mut to_remove = Vec::new();
-        let known = self.store.documents().await?;
+        let known = self.indexed().await?;
         for p in changed {
             // Symlinks are not followed, as in `walk::files`: a link to a folder would index
             // the tree twice (or loop), and a reconcile would drop what a link added.
@@ -234,6 +233,7 @@ impl Engine {
                 let prefix = format!("{key}/");
                 to_remove.extend(
                     known
+                        .hash_of
                         .keys()
                         .filter(|k| **k == key || k.starts_with(&prefix))
                         .cloned(),
@@ -259,6 +259,12 @@ impl Engine {
         Ok(report)
     }
 
+    async fn indexed(&self) -> Result<Indexed> {
+        let hash_of = self.store.documents().await?;
+        let hashes = hash_of.values().cloned().collect();
+        Ok(Indexed { hash_of, hashes })
+    }
+
     async fn remove(&self, paths: Vec<String>) -> Result<IndexReport> {
         let report = IndexReport {
             removed: paths.len(),
@@ -281,34 +287,25 @@ impl Engine {
         Ok(report)
     }
 
-    async fn write_batch(
-        &self,
-        files: Vec<PathBuf>,
-        known: Arc<HashMap<String, String>>,
-    ) -> Result<IndexReport> {
-        let (embedder, chunker, max) = (
-            self.embedder.clone(),
-            self.chunker.clone(),
-            self.config.max_file_bytes,
-        );
+    async fn write_batch(&self, files: Vec<PathBuf>, known: Arc<Indexed>) -> Result<IndexReport> {
+        let (chunker, max) = (self.chunker.clone(), self.config.max_file_bytes);
         let k = known.clone();
         let read = tokio::task::spawn_blocking(move || read_files(&files, &k, max)).await?;
         // Vectors of chunks whose text is unchanged are reused: an edit re-embeds only what
-        // changed, a moved or renamed file (same content hash) nothing at all.
-        // Only what the index can hold is looked up: each lookup scans the vector table, and
-        // a batch of new files (all of a first index) has nothing to reuse.
-        let known_hashes: HashSet<&str> = known.values().map(String::as_str).collect();
+        // changed, a moved or renamed file (same content hash) nothing at all. Only paths and
+        // contents the index holds are looked up: each lookup scans the vector table, and a
+        // batch of new files (all of a first index) has nothing to reuse.
         let paths: Vec<String> = read
             .docs
             .iter()
             .map(|d| path_key(&d.path))
-            .filter(|p| known.contains_key(p))
+            .filter(|p| known.hash_of.contains_key(p))
             .collect();
         let hashes: Vec<&str> = read
             .docs
             .iter()
             .map(|d| d.content_hash.as_str())
-            .filter(|h| known_hashes.contains(h))
+            .filter(|h| known.hashes.contains(*h))
             .collect();
         let path_refs: Vec<&str> = paths.iter().map(String::as_str).collect();
         let reuse: HashMap<String, Vec<f32>> = self
@@ -324,11 +321,17 @@ impl Engine {
             problems,
             unreadable,
         } = read;
-        let (changes, chunks, indexed) = tokio::task::spawn_blocking(move || {
-            let (changes, chunks) = embed_documents(&docs, &embedder, &chunker, &reuse)?;
-            anyhow::Ok((changes, chunks, docs.len()))
-        })
-        .await??;
+        let (changes, chunks, indexed) = if docs.is_empty() {
+            // Nothing changed: a re-check of unchanged files never loads the model.
+            (Vec::new(), 0, 0)
+        } else {
+            let embedder = self.embedder().await?;
+            tokio::task::spawn_blocking(move || {
+                let (changes, chunks) = embed_documents(&docs, &embedder, &chunker, &reuse)?;
+                anyhow::Ok((changes, chunks, docs.len()))
+            })
+            .await??
+        };
         report.indexed += indexed;
         report.chunks += chunks;
         {
@@ -346,7 +349,7 @@ impl Engine {
         changes.extend(
             unreadable
                 .into_iter()
-                .filter(|p| known.contains_key(p))
+                .filter(|p| known.hash_of.contains_key(p))
                 .map(|path| Change::Delete { path }),
         );
         self.store.apply(changes).await?;
@@ -367,8 +370,12 @@ impl Engine {
         mode: SearchMode,
     ) -> Result<(Vec<Hit>, StageTimes, Duration)> {
         // The embedding starts on a blocking thread now and runs while BM25 searches.
-        let embedding = (mode != SearchMode::Bm25).then(|| {
-            let (embedder, q) = (self.embedder.clone(), text.to_string());
+        let embedder = match mode {
+            SearchMode::Bm25 => None,
+            _ => Some(self.embedder().await?),
+        };
+        let embedding = embedder.map(|embedder| {
+            let q = text.to_string();
             tokio::task::spawn_blocking(move || {
                 let t = Instant::now();
                 embedder.embed_query(&q).map(|v| (v, t.elapsed()))
@@ -405,7 +412,7 @@ impl Engine {
         let mut docs = docs.into_iter().peekable();
         while docs.peek().is_some() {
             let batch: Vec<load::Document> = docs.by_ref().take(DOCS_PER_BATCH).collect();
-            let (embedder, chunker) = (self.embedder.clone(), self.chunker.clone());
+            let (embedder, chunker) = (self.embedder().await?, self.chunker.clone());
             let n = batch.len();
             let (changes, chunks, tokens, secs) = tokio::task::spawn_blocking(move || {
                 let t = Instant::now();
@@ -437,6 +444,20 @@ impl Engine {
         self.store.maintain().await?;
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
+    }
+
+    /// Loads the embedding model once; later calls share it.
+    pub async fn embedder(&self) -> Result<Arc<Embedder>> {
+        self.embedder
+            .get_or_try_init(|| async {
+                let (m, threads) = (self.models.clone(), self.config.threads);
+                let e = tokio::task::spawn_blocking(move || Embedder::load(&m, threads))
+                    .await?
+                    .context("loading the embedding model")?;
+                anyhow::Ok(Arc::new(e))
+            })
+            .await
+            .cloned()
     }
 
     /// Loads the generator once; later calls share it.
@@ -512,7 +533,7 @@ impl Engine {
             reconciling: a.reconciles > 0,
             queue: a.queued,
             progress: a.progress.map(|(done, total)| Progress { done, total }),
-            texts_embedded: self.embedder.texts_embedded(),
+            texts_embedded: self.embedder.get().map_or(0, |e| e.texts_embedded()),
             watching: self.watching.lock().expect("watching lock").clone(),
             problem_count: problems.len(),
             problems,
@@ -639,6 +660,14 @@ fn check_file(key: &str, doc: &load::Document, chunks: &[&ChunkRecord], out: &mu
     }
 }
 
+/// What the index holds at the start of a sync, read once and shared by its batches.
+struct Indexed {
+    /// `path → content hash` of every indexed document.
+    hash_of: HashMap<String, String>,
+    /// Every indexed content hash (a moved file is found by its content).
+    hashes: HashSet<String>,
+}
+
 /// How a path is stored: absolute, as the file system gave it.
 pub fn path_key(p: &Path) -> String {
     p.to_string_lossy().into_owned()
@@ -654,7 +683,7 @@ struct Read {
 }
 
 /// Reads `files`, keeping the ones whose content changed (blocking work).
-fn read_files(files: &[PathBuf], known: &HashMap<String, String>, max_bytes: u64) -> Read {
+fn read_files(files: &[PathBuf], known: &Indexed, max_bytes: u64) -> Read {
     let mut report = IndexReport::default();
     let mut problems = Vec::new();
     let mut docs = Vec::new();
@@ -667,7 +696,7 @@ fn read_files(files: &[PathBuf], known: &HashMap<String, String>, max_bytes: u64
                     tracing::warn!("{w}");
                 }
                 problems.push((key.clone(), doc.warning.clone()));
-                if known.get(&key) == Some(&doc.content_hash) {
+                if known.hash_of.get(&key) == Some(&doc.content_hash) {
                     report.unchanged += 1;
                 } else {
                     docs.push(doc);
