@@ -87,7 +87,7 @@ pub fn tantivy_docs() -> (TSchema, DocFields) {
         doc_id: b.add_text_field("doc_id", STRING | STORED),
         path: b.add_text_field("path", STRING | STORED),
         // Frequencies only: BM25 over documents needs no positions.
-        text: b.add_text_field("text", stemmed(IndexRecordOption::WithFreqs)),
+        text: b.add_text_field("text", stemmed(IndexRecordOption::WithFreqsAndPositions)),
     };
     (b.build(), fields)
 }

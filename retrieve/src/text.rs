@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
+use tantivy::query::{BooleanQuery, BoostQuery, Occur, PhraseQuery, Query, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, Value};
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
@@ -22,6 +22,18 @@ use crate::{ChunkRecord, Error, Hit, Result};
 const TITLE_BOOST: f32 = 1.0;
 /// The writer's indexing arena; chunks are small, so the minimum tantivy accepts is plenty.
 const WRITER_MEMORY: usize = 32 << 20;
+/// Sequential dependence model weights (Metzler & Croft, "A Markov Random Field Model for
+/// Term Dependencies", SIGIR 2005): single terms, adjacent query-term pairs in order, and
+/// the same pairs within a window. These are the paper's published defaults, used unchanged
+/// across TREC collections since; they are not fitted to any question set here.
+const SDM_TERM: f32 = 0.85;
+const SDM_ORDERED: f32 = 0.10;
+const SDM_WINDOW: f32 = 0.05;
+/// The window pairs may spread over: the paper's unordered window of 8 positions, as the
+/// slop tantivy allows on top of the pair's own distance in the query.
+const SDM_SLOP: u32 = 6;
+/// Pairs used at most, so a pasted paragraph cannot turn into hundreds of phrase queries.
+const SDM_MAX_PAIRS: usize = 24;
 /// How the commit payload names the LanceDB version the index matches.
 const PAYLOAD_PREFIX: &str = "lance_version=";
 
@@ -150,6 +162,51 @@ fn query_terms(query: &str) -> Vec<String> {
         }
     });
     terms
+}
+
+/// The analysed query tokens in order with their positions; stop words, which are dropped,
+/// leave gaps, so "effect of aspirin" pairs "effect" and "aspirin" two positions apart.
+fn query_tokens(query: &str) -> Vec<(usize, String)> {
+    let mut analyzer = query_analyzer();
+    let mut out = Vec::new();
+    let mut stream = analyzer.token_stream(query);
+    stream.process(&mut |t| out.push((t.position, t.text.clone())));
+    out
+}
+
+/// A BM25 query on `field` that rewards query terms found together: each distinct term
+/// (weight [`SDM_TERM`]), plus each adjacent pair of query terms as a phrase at the distance
+/// it has in the query ([`SDM_ORDERED`]) and within a window ([`SDM_WINDOW`]). A claim such
+/// as "birth weight predicts breast cancer" then ranks a text saying "birth weight" above
+/// one with "birth" and "weight" far apart. `field` must be indexed with positions.
+fn dependence_clauses(field: Field, query: &str) -> Vec<(Occur, Box<dyn Query>)> {
+    let tokens = query_tokens(query);
+    let mut distinct: Vec<&str> = Vec::new();
+    for (_, t) in &tokens {
+        if !distinct.contains(&t.as_str()) {
+            distinct.push(t);
+        }
+    }
+    let boosted = |q: Box<dyn Query>, w: f32| -> (Occur, Box<dyn Query>) {
+        (Occur::Should, Box::new(BoostQuery::new(q, w)))
+    };
+    let mut clauses: Vec<(Occur, Box<dyn Query>)> =
+        any_of(field, distinct, IndexRecordOption::WithFreqs)
+            .into_iter()
+            .map(|(_, q)| boosted(q, SDM_TERM))
+            .collect();
+    let pairs = tokens.windows(2).filter(|p| p[0].1 != p[1].1);
+    for p in pairs.take(SDM_MAX_PAIRS) {
+        let terms = vec![
+            (0, Term::from_field_text(field, &p[0].1)),
+            (p[1].0 - p[0].0, Term::from_field_text(field, &p[1].1)),
+        ];
+        let ordered = PhraseQuery::new_with_offset(terms.clone());
+        let window = PhraseQuery::new_with_offset_and_slop(terms, SDM_SLOP);
+        clauses.push(boosted(Box::new(ordered), SDM_ORDERED));
+        clauses.push(boosted(Box::new(window), SDM_WINDOW));
+    }
+    clauses
 }
 
 /// SHOULD clauses, one per value: a query that a document with any of `values` in `field`
@@ -443,12 +500,7 @@ impl TextIndex {
 
     /// BM25 over whole documents (title and reassembled text), best first.
     pub fn search_docs(&self, query: &str, limit: usize) -> Result<Vec<DocScore>> {
-        let terms = query_terms(query);
-        let clauses = any_of(
-            self.doc_fields.text,
-            terms.iter().map(String::as_str),
-            IndexRecordOption::WithFreqs,
-        );
+        let clauses = dependence_clauses(self.doc_fields.text, query);
         if clauses.is_empty() {
             return Ok(Vec::new());
         }
@@ -469,16 +521,18 @@ impl TextIndex {
         Ok(out)
     }
 
-    /// One SHOULD clause per query term and chunk field.
+    /// The chunk text's dependence clauses, and one SHOULD clause per query term on the title.
     fn chunk_clauses(&self, query: &str) -> Vec<(Occur, Box<dyn Query>)> {
         let terms = query_terms(query);
         let terms = || terms.iter().map(String::as_str);
-        let mut clauses = any_of(self.fields.text, terms(), IndexRecordOption::WithFreqs);
+        let mut clauses = dependence_clauses(self.fields.text, query);
         clauses.extend(
             any_of(self.fields.title, terms(), IndexRecordOption::WithFreqs)
                 .into_iter()
                 .map(|(o, q)| {
-                    let boosted: Box<dyn Query> = Box::new(BoostQuery::new(q, TITLE_BOOST));
+                    // Scaled as the text's single terms are, so the two fields weigh as before.
+                    let boosted: Box<dyn Query> =
+                        Box::new(BoostQuery::new(q, SDM_TERM * TITLE_BOOST));
                     (o, boosted)
                 }),
         );
@@ -564,6 +618,47 @@ mod tests {
             .map(|d| d.doc_id)
             .collect();
         assert_eq!(ids, ["b"]);
+    }
+
+    #[test]
+    fn query_terms_found_together_rank_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = TextIndex::open(&dir.path().join("c"), &dir.path().join("d")).unwrap();
+        // Same words, same lengths: only their proximity differs.
+        let chunks = [
+            chunk(
+                "apart",
+                0,
+                "weight gain was seen at every birth in the cohort",
+            ),
+            chunk(
+                "adjacent",
+                0,
+                "every cohort gain was seen in the birth weight",
+            ),
+            chunk(
+                "gap",
+                0,
+                "seen in the cohort every weight of birth was gain",
+            ),
+        ];
+        index
+            .replace(&["apart.md", "adjacent.md", "gap.md"], &chunks, 1)
+            .unwrap();
+        let order = |q: &str| -> Vec<String> {
+            let docs = index.search_docs(q, 10).unwrap();
+            docs.into_iter().map(|d| d.doc_id).collect()
+        };
+        assert_eq!(order("birth weight")[0], "adjacent");
+        // The stop word keeps its place: "weight of birth" is the phrase at distance 2.
+        assert_eq!(order("weight of birth")[0], "gap");
+        // A one-word query has no pairs: all three tie on the term alone.
+        assert_eq!(order("birth").len(), 3);
+        // Passages are ranked the same way.
+        assert_eq!(
+            index.search("birth weight", 10).unwrap()[0].doc_id,
+            "adjacent"
+        );
     }
 
     #[test]
