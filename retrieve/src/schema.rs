@@ -44,21 +44,22 @@ pub struct TextFields {
     pub text: TField,
 }
 
-/// English stemming ("watching" finds "watch"), with positions for phrase queries later.
+/// English stemming ("watching" finds "watch").
 pub const ANALYZER: &str = "en_stem";
 
-/// A text field analysed with [`ANALYZER`], recording `record` per term.
-fn stemmed(record: IndexRecordOption) -> TextOptions {
+/// A text field analysed with [`ANALYZER`], with frequencies and positions: the query's
+/// term pairs are phrase queries (`text::dependence_clauses`).
+fn stemmed() -> TextOptions {
     TextOptions::default().set_indexing_options(
         TextFieldIndexing::default()
             .set_tokenizer(ANALYZER)
-            .set_index_option(record),
+            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
     )
 }
 
 pub fn tantivy() -> (TSchema, TextFields) {
     let mut b = TSchema::builder();
-    let stemmed = stemmed(IndexRecordOption::WithFreqsAndPositions);
+    let stemmed = stemmed();
     let fields = TextFields {
         chunk_id: b.add_text_field("chunk_id", STRING | STORED),
         doc_id: b.add_text_field("doc_id", STRING | STORED),
@@ -86,8 +87,7 @@ pub fn tantivy_docs() -> (TSchema, DocFields) {
     let fields = DocFields {
         doc_id: b.add_text_field("doc_id", STRING | STORED),
         path: b.add_text_field("path", STRING | STORED),
-        // Frequencies only: BM25 over documents needs no positions.
-        text: b.add_text_field("text", stemmed(IndexRecordOption::WithFreqsAndPositions)),
+        text: b.add_text_field("text", stemmed()),
     };
     (b.build(), fields)
 }

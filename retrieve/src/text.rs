@@ -145,25 +145,6 @@ impl Tantivy {
     }
 }
 
-/// BM25 over chunks (which passage) and over whole documents (which document).
-///
-/// Documents get their own index, not extra entries in the chunk index, because BM25's
-/// statistics (document frequency, average length) must be computed over units of one kind:
-/// a document's terms spread over its chunks score lower there than in the document as a
-/// whole, which is what BM25 was tuned on. Both indexes commit the same LanceDB version.
-/// The distinct analysed terms of a query (stemmed, stop words dropped).
-fn query_terms(query: &str) -> Vec<String> {
-    let mut analyzer = query_analyzer();
-    let mut terms: Vec<String> = Vec::new();
-    let mut stream = analyzer.token_stream(query);
-    stream.process(&mut |t| {
-        if !terms.contains(&t.text) {
-            terms.push(t.text.clone());
-        }
-    });
-    terms
-}
-
 /// The analysed query tokens in order with their positions; stop words, which are dropped,
 /// leave gaps, so "effect of aspirin" pairs "effect" and "aspirin" two positions apart.
 fn query_tokens(query: &str) -> Vec<(usize, String)> {
@@ -174,24 +155,28 @@ fn query_tokens(query: &str) -> Vec<(usize, String)> {
     out
 }
 
-/// A BM25 query on `field` that rewards query terms found together: each distinct term
+/// Each term of `tokens` once, in query order.
+fn distinct_terms(tokens: &[(usize, String)]) -> Vec<&str> {
+    let mut terms: Vec<&str> = Vec::new();
+    for (_, t) in tokens {
+        if !terms.contains(&t.as_str()) {
+            terms.push(t);
+        }
+    }
+    terms
+}
+
+/// A BM25 query on `field` that rewards the query's terms (`query_tokens`) found together: each distinct term
 /// (weight [`SDM_TERM`]), plus each adjacent pair of query terms as a phrase at the distance
 /// it has in the query ([`SDM_ORDERED`]) and within a window ([`SDM_WINDOW`]). A claim such
 /// as "birth weight predicts breast cancer" then ranks a text saying "birth weight" above
 /// one with "birth" and "weight" far apart. `field` must be indexed with positions.
-fn dependence_clauses(field: Field, query: &str) -> Vec<(Occur, Box<dyn Query>)> {
-    let tokens = query_tokens(query);
-    let mut distinct: Vec<&str> = Vec::new();
-    for (_, t) in &tokens {
-        if !distinct.contains(&t.as_str()) {
-            distinct.push(t);
-        }
-    }
+fn dependence_clauses(field: Field, tokens: &[(usize, String)]) -> Vec<(Occur, Box<dyn Query>)> {
     let boosted = |q: Box<dyn Query>, w: f32| -> (Occur, Box<dyn Query>) {
         (Occur::Should, Box::new(BoostQuery::new(q, w)))
     };
     let mut clauses: Vec<(Occur, Box<dyn Query>)> =
-        any_of(field, distinct, IndexRecordOption::WithFreqs)
+        any_of(field, distinct_terms(tokens), IndexRecordOption::WithFreqs)
             .into_iter()
             .map(|(_, q)| boosted(q, SDM_TERM))
             .collect();
@@ -273,6 +258,12 @@ fn overlap_len(a: &str, b: &str) -> usize {
         .map_or(0, |i| a.len() - i)
 }
 
+/// BM25 over chunks (which passage) and over whole documents (which document).
+///
+/// Documents get their own index, not extra entries in the chunk index, because BM25's
+/// statistics (document frequency, average length) must be computed over units of one kind:
+/// a document's terms spread over its chunks score lower there than in the document as a
+/// whole, which is what BM25 was tuned on. Both indexes commit the same LanceDB version.
 pub struct TextIndex {
     chunks: Tantivy,
     docs: Tantivy,
@@ -500,7 +491,7 @@ impl TextIndex {
 
     /// BM25 over whole documents (title and reassembled text), best first.
     pub fn search_docs(&self, query: &str, limit: usize) -> Result<Vec<DocScore>> {
-        let clauses = dependence_clauses(self.doc_fields.text, query);
+        let clauses = dependence_clauses(self.doc_fields.text, &query_tokens(query));
         if clauses.is_empty() {
             return Ok(Vec::new());
         }
@@ -523,18 +514,20 @@ impl TextIndex {
 
     /// The chunk text's dependence clauses, and one SHOULD clause per query term on the title.
     fn chunk_clauses(&self, query: &str) -> Vec<(Occur, Box<dyn Query>)> {
-        let terms = query_terms(query);
-        let terms = || terms.iter().map(String::as_str);
-        let mut clauses = dependence_clauses(self.fields.text, query);
+        let tokens = query_tokens(query);
+        let mut clauses = dependence_clauses(self.fields.text, &tokens);
         clauses.extend(
-            any_of(self.fields.title, terms(), IndexRecordOption::WithFreqs)
-                .into_iter()
-                .map(|(o, q)| {
-                    // Scaled as the text's single terms are, so the two fields weigh as before.
-                    let boosted: Box<dyn Query> =
-                        Box::new(BoostQuery::new(q, SDM_TERM * TITLE_BOOST));
-                    (o, boosted)
-                }),
+            any_of(
+                self.fields.title,
+                distinct_terms(&tokens),
+                IndexRecordOption::WithFreqs,
+            )
+            .into_iter()
+            .map(|(o, q)| {
+                // Scaled as the text's single terms are, so the two fields weigh as before.
+                let boosted: Box<dyn Query> = Box::new(BoostQuery::new(q, SDM_TERM * TITLE_BOOST));
+                (o, boosted)
+            }),
         );
         clauses
     }
