@@ -24,11 +24,15 @@ pub fn bin() -> PathBuf {
 }
 
 /// The repository root (for `corpus/`).
+///
+/// Read from cargo's run-time `CARGO_MANIFEST_DIR` first: a target directory shared by clones
+/// at different paths (`.ci/run` reuses one) can keep a test binary compiled in another clone,
+/// whose compile-time path may no longer exist.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest.parent().unwrap().to_path_buf()
 }
 
 /// A `sovrag` command with its data dir set; quiet logs unless the test run sets RUST_LOG.
