@@ -184,9 +184,11 @@ fn merge(
 pub enum Fusion {
     /// Reciprocal-rank fusion with [`RRF_K`]: uses ranks only.
     Rrf,
-    /// Convex combination of min-max normalised scores with equal weights: uses how far
-    /// apart scores are, which ranks throw away (Bruch et al., "An Analysis of Fusion
-    /// Functions for Hybrid Retrieval", 2023, find it beats RRF across BEIR sets).
+    /// Convex combination of normalised scores with equal weights: uses how far apart
+    /// scores are, which ranks throw away (Bruch et al., "An Analysis of Fusion Functions
+    /// for Hybrid Retrieval", 2023, find it beats RRF across BEIR sets). Each side's scores
+    /// are normalised by their distribution: mean ± [`SIGMAS`] standard deviations map to 0
+    /// and 1.
     #[default]
     Convex,
 }
@@ -195,28 +197,59 @@ pub enum Fusion {
 /// question set.
 pub const CONVEX_ALPHA: f32 = 0.5;
 
-/// Convex combination: each side's scores are min-max normalised over its candidates to
-/// [0, 1] (a hit missing from a side gets 0 there), then `α·dense + (1−α)·bm25` with
-/// α = [`CONVEX_ALPHA`].
+/// How many standard deviations either side of the mean map to 0 and 1 when a side's scores
+/// are normalised: the three-sigma limits of distribution-based score fusion as Qdrant ships
+/// it, not a value fitted here.
+pub const SIGMAS: f32 = 3.0;
+
+/// Convex combination: `α·dense + (1−α)·bm25` with α = [`CONVEX_ALPHA`], each side's scores
+/// normalised over its candidates as `(s − (μ − 3σ)) / 6σ` (distribution-based score fusion;
+/// mean μ and sample standard deviation σ of that side's scores, [`SIGMAS`] = 3). A hit
+/// missing from a side gets 0 there, the score three deviations below that side's mean.
+///
+/// Not min-max: a range is set by its single best score, so one standout hit squeezes every
+/// other candidate of that side towards 0 and hands the ordering to the other side; the
+/// standard deviation is set by all the candidates. Nothing is clamped, so a standout keeps
+/// its lead.
 fn convex(bm25: Vec<Hit>, dense: Vec<Hit>, key: fn(&Hit) -> &String) -> Vec<Hit> {
     let alpha = CONVEX_ALPHA;
-    fn range(scores: impl Iterator<Item = f32>) -> (f32, f32) {
-        scores.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), s| {
-            (lo.min(s), hi.max(s))
-        })
-    }
-    fn normalise(s: f32, (lo, hi): (f32, f32)) -> f32 {
-        if hi > lo { (s - lo) / (hi - lo) } else { 1.0 }
-    }
-    let rb = range(bm25.iter().map(|h| h.bm25_score.unwrap_or(0.0)));
-    let rd = range(dense.iter().map(|h| h.vector_score.unwrap_or(0.0)));
+    let nb = Normaliser::of(bm25.iter().map(|h| h.bm25_score.unwrap_or(0.0)));
+    let nd = Normaliser::of(dense.iter().map(|h| h.vector_score.unwrap_or(0.0)));
     merge(bm25, dense, key, |is_bm25, _, hit| {
         if is_bm25 {
-            (1.0 - alpha) * normalise(hit.bm25_score.unwrap_or(0.0), rb)
+            (1.0 - alpha) * nb.apply(hit.bm25_score.unwrap_or(0.0))
         } else {
-            alpha * normalise(hit.vector_score.unwrap_or(0.0), rd)
+            alpha * nd.apply(hit.vector_score.unwrap_or(0.0))
         }
     })
+}
+
+/// Maps one side's scores onto 0..1 by their mean ± [`SIGMAS`] standard deviations.
+struct Normaliser {
+    low: f32,
+    width: f32,
+}
+
+impl Normaliser {
+    fn of(scores: impl Iterator<Item = f32> + Clone) -> Self {
+        let n = scores.clone().count();
+        let mean = scores.clone().sum::<f32>() / n.max(1) as f32;
+        let var = scores.map(|s| (s - mean) * (s - mean)).sum::<f32>() / (n.max(2) - 1) as f32;
+        let sd = var.sqrt();
+        Normaliser {
+            low: mean - SIGMAS * sd,
+            width: 2.0 * SIGMAS * sd,
+        }
+    }
+
+    fn apply(&self, s: f32) -> f32 {
+        // One candidate, or all scoring the same: each sits at the mean.
+        if self.width > 0.0 {
+            (s - self.low) / self.width
+        } else {
+            0.5
+        }
+    }
 }
 
 #[cfg(test)]
@@ -268,14 +301,42 @@ mod tests {
             hit("c", None, Some(0.10)),
         ];
         let out = fuse(bm25, dense, Fusion::Convex, by_chunk);
-        assert_eq!(out[0].chunk_id, "a");
-        // a: 0.5·1 + 0.5·(0.69/0.70); b: 0.5·(1/19) + 0.5·1.
-        assert!((out[0].score - (0.5 + 0.5 * 0.69 / 0.70)).abs() < 1e-5);
-        assert!((out[1].score - (0.5 / 19.0 + 0.5)).abs() < 1e-5);
-        assert_eq!(out[2].chunk_id, "c");
-        assert_eq!(out[2].score, 0.0);
+        let ids: Vec<&str> = out.iter().map(|h| h.chunk_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        // BM25: mean 7.667, sample sd 10.691, so 0..1 spans -24.41..39.74; a 0.6924,
+        // b 0.4118, c 0.3962. Vectors: mean 0.5633, sd 0.4013, span -0.6406..1.7672;
+        // a 0.5942, b 0.5983, c 0.3076. Each fused score is the mean of its two.
+        for (h, want) in out.iter().zip([0.6433, 0.5051, 0.3519]) {
+            assert!(
+                (h.score - want).abs() < 1e-3,
+                "{}: {} != {want}",
+                h.chunk_id,
+                h.score
+            );
+        }
         assert_eq!(out[0].bm25_score, Some(20.0));
         assert_eq!(out[0].vector_score, Some(0.79));
+    }
+
+    #[test]
+    fn a_side_missing_a_hit_gives_it_three_deviations_below_its_mean() {
+        // d is found by BM25 only: its vector part is 0, which is where a score three
+        // standard deviations below the vectors' mean would land.
+        let bm25 = vec![hit("a", Some(4.0), None), hit("d", Some(2.0), None)];
+        let dense = vec![hit("a", None, Some(0.5)), hit("b", None, Some(0.3))];
+        let out = fuse(bm25, dense, Fusion::Convex, by_chunk);
+        let d = out.iter().find(|h| h.chunk_id == "d").unwrap();
+        // BM25: mean 3, sd 1.414; d = (2 - (3 - 4.243)) / 8.485 = 0.3822, halved.
+        assert!((d.score - 0.5 * 0.3822).abs() < 1e-3, "{}", d.score);
+        assert_eq!(d.vector_score, None);
+        // One candidate on a side sits at its mean.
+        let out = fuse(
+            vec![hit("x", Some(3.0), None)],
+            Vec::new(),
+            Fusion::Convex,
+            by_chunk,
+        );
+        assert_eq!(out[0].score, 0.25);
     }
 
     fn chunk(id: &str, doc: &str, bm25: Option<f32>, vector: Option<f32>) -> Hit {
@@ -311,14 +372,19 @@ mod tests {
         let docs = vec![doc("d", 12.0), doc("e", 9.0), doc("f", 1.0), doc("h", 0.5)];
         let out = rank(bm25, docs, dense, SearchMode::Hybrid(Fusion::Convex));
         let ids: Vec<&str> = out.iter().map(|h| h.chunk_id.as_str()).collect();
-        // Chunk by chunk, e:0 (0.5·7/9 + 0.5·0.7/0.8 ≈ 0.83) would beat both halves of d
-        // (0.5 each); as a document, d scores 1.0 and leads with its better passage.
-        // d's two passages tie chunk by chunk (0.5 each), so the second carries the whole
-        // document score too (its ratio to the best is 1) and both come before e.
+        // Chunk by chunk, e:0 (0.5·(0.5588 + 0.5765) ≈ 0.568) would beat both halves of d
+        // (0.315 and 0.307, each found by one side only); as a document, d scores
+        // 0.5·(0.6843 + 0.6147) ≈ 0.650 against e's 0.587 and leads with its better passage.
+        // d:1 carries the document score scaled by its ratio to d:0 (0.977), still above e.
         assert_eq!(&ids[..3], ["d:0", "d:1", "e:0"], "{ids:?}");
-        assert!((out[0].score - 1.0).abs() < 1e-6);
-        assert!((out[1].score - 1.0).abs() < 1e-6);
-        assert!(out[2].score < 1.0);
+        for (h, want) in out.iter().zip([0.6495, 0.6345, 0.5871]) {
+            assert!(
+                (h.score - want).abs() < 1e-3,
+                "{}: {} != {want}",
+                h.chunk_id,
+                h.score
+            );
+        }
         // h was found by the document index only: a placeholder, for the caller to fill.
         assert!(out.iter().any(|h| h.doc_id == "h" && h.chunk_id.is_empty()));
     }
