@@ -168,8 +168,8 @@ impl Default for SearchMode {
     }
 }
 
-/// How many candidates each retriever contributes before fusion: deep enough that a chunk
-/// ranked low by one side but high by the other still gets fused.
+/// How many documents each retriever contributes before fusion (BM25 also as many chunks):
+/// deep enough that a document ranked low by one side but high by the other still gets fused.
 const CANDIDATES: usize = 100;
 
 /// The two stores of one data dir.
@@ -478,16 +478,7 @@ impl Store {
                     query_vector.len()
                 )));
             }
-            let in_memory = self
-                .resident
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-                .map(|r| r.search(&query_vector, depth));
-            let hits = match in_memory {
-                Some(hits) => hits,
-                None => self.vectors.search(&query_vector, depth).await?,
-            };
+            let hits = self.vector_candidates(&query_vector, depth).await?;
             times.vector = t.elapsed();
             hits
         } else {
@@ -518,6 +509,42 @@ impl Store {
         self.text.fill_texts(&mut hits)?;
         times.fusion = t.elapsed();
         Ok((hits, times))
+    }
+}
+
+impl Store {
+    /// The best chunks by cosine, down to the best chunk of the `docs`-th document: the vector
+    /// side's `docs` best documents, as many as BM25's document index contributes, so both
+    /// sides of the fusion rank the same number of documents. A fixed number of chunks would
+    /// cover fewer documents the more chunks each has.
+    async fn vector_candidates(&self, query: &[f32], docs: usize) -> Result<Vec<Hit>> {
+        // Two chunks per document usually suffice; fetch twice as many until they do.
+        let mut limit = 2 * docs;
+        loop {
+            let in_memory = self
+                .resident
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map(|r| r.search(query, limit));
+            let mut hits = match in_memory {
+                Some(hits) => hits,
+                None => self.vectors.search(query, limit).await?,
+            };
+            let exhausted = hits.len() < limit;
+            let mut seen = HashSet::new();
+            if let Some(cut) = hits
+                .iter()
+                .position(|h| seen.insert(h.doc_id.as_str()) && seen.len() > docs)
+            {
+                hits.truncate(cut);
+                return Ok(hits);
+            }
+            if exhausted {
+                return Ok(hits);
+            }
+            limit *= 2;
+        }
     }
 }
 
@@ -597,6 +624,47 @@ mod tests {
                 assert_eq!(same.path, m.path);
             }
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn vector_candidates_cover_as_many_documents_as_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        // long.md's five chunks are the nearest to axis 1; then d0..d3, each farther.
+        let near = |path: &str, ord: u32, weight: f32| {
+            let mut v = axis(10 + ord as usize);
+            v[1] += weight;
+            ChunkRecord {
+                vector: v,
+                ..chunk(path, ord, "text", 0)
+            }
+        };
+        let mut changes = vec![Change::Replace {
+            path: "long.md".into(),
+            chunks: (0..5).map(|i| near("long.md", i, 9.0)).collect(),
+        }];
+        for (i, w) in [4.0, 3.0, 2.0, 1.0].into_iter().enumerate() {
+            let path = format!("d{i}.md");
+            changes.push(Change::Replace {
+                chunks: vec![near(&path, 0, w)],
+                path,
+            });
+        }
+        store.apply(changes).await.unwrap();
+        // Three documents: six chunks (two per document) hold only two, so it fetches more.
+        let hits = store.vector_candidates(&axis(1), 3).await.unwrap();
+        let docs: Vec<&str> = hits.iter().map(|h| h.doc_id.as_str()).collect();
+        assert_eq!(
+            docs,
+            [
+                "long.md", "long.md", "long.md", "long.md", "long.md", "d0.md", "d1.md"
+            ]
+        );
+        // More documents than the store has: all of it.
+        assert_eq!(
+            store.vector_candidates(&axis(1), 50).await.unwrap().len(),
+            9
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]
