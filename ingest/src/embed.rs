@@ -12,10 +12,13 @@ use crate::{EMBEDDING_DIM, Error, Result};
 
 /// MiniLM was trained on sequences of at most 256 word pieces; longer input is truncated.
 pub const MAX_TOKENS: usize = 256;
-/// Texts per ONNX Runtime call. Inputs are sorted by length, so padding is small at any
-/// size; with single-threaded bulk sessions smaller batches keep activations in cache.
-/// Measured on 1000 SciFact abstracts, 2 threads: 32 → 44.7 s, 16 → 39.8 s, 8 → 37.6 s.
-const BATCH: usize = 8;
+/// Texts per ONNX Runtime call: one. A single-threaded session gains nothing from batching
+/// (one sequence of a few hundred tokens already makes matrix products big enough to keep a
+/// core busy), while a batch pays for padding to its longest text and for activations that
+/// no longer fit in cache. Measured with `eval --embed-bench 500 --threads 2`, twice each:
+/// 8 → 18.5 / 18.8 s, 4 → 17.2 / 17.9 s, 2 → 16.4 / 15.4 s, 1 → 14.9 / 14.9 s (earlier, on 1000
+/// texts: 32 → 44.7 s, 16 → 39.8 s, 8 → 37.6 s).
+const BATCH: usize = 1;
 
 /// Intra-op threads of the query session. A query is one short sequence: splitting it over
 /// threads mostly adds their meet-ups, and a free core lets BM25 run beside it. On SciFact
@@ -24,9 +27,10 @@ const QUERY_THREADS: usize = 1;
 
 /// The embedding model, loaded once and shared; safe to call from several threads.
 ///
-/// Queries run on one single-threaded session ([`QUERY_THREADS`]). Bulk embedding runs one single-threaded session per thread, each taking whole batches:
-/// a 6-layer model on short batches spends much of an intra-op parallel run waiting on its
-/// threads to meet, while independent sessions never wait for each other.
+/// Queries run on one single-threaded session ([`QUERY_THREADS`]). Bulk embedding runs one
+/// single-threaded session per thread, each taking the next text ([`BATCH`]): a 6-layer
+/// model on short inputs spends much of an intra-op parallel run waiting on its threads to
+/// meet, while independent sessions never wait for each other.
 pub struct Embedder {
     // fastembed's `embed` takes `&mut self`.
     model: Mutex<TextEmbedding>,
@@ -114,14 +118,14 @@ impl Embedder {
 
     /// Embeds many texts; returns one unit-length vector per text, in input order.
     ///
-    /// Texts are embedded shortest first so each batch pads to a similar length: padding
-    /// is pure wasted compute in a transformer.
+    /// Texts are embedded longest first, so the workers finish together: the last ones
+    /// taken are the quickest. (Batches of more than one text would also pad less this way.)
     pub fn embed_documents<S: AsRef<str> + Send + Sync>(
         &self,
         texts: &[S],
     ) -> Result<Vec<Vec<f32>>> {
         let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| texts[i].as_ref().len());
+        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].as_ref().len()));
         let batches: Vec<&[usize]> = order.chunks(BATCH).collect();
         let workers = self.bulk()?;
         let next = AtomicUsize::new(0);
