@@ -416,14 +416,22 @@ impl Store {
     }
 
     /// Housekeeping after writes: compacts the vector store when writes have fragmented it
-    /// (see `VectorStore::compact`). Returns whether anything was done.
-    pub async fn maintain(&self) -> Result<bool> {
+    /// (see `VectorStore::compact`), and with `bulk` (after a run of many writes) merges each
+    /// text index into one segment. Returns whether anything was done.
+    ///
+    /// The merge is left to bulk runs because it rewrites the whole text index: worth it
+    /// after a run that left a segment per batch (a search visits each one), not after every
+    /// small watcher sync, where tantivy's own merge policy keeps the count in check.
+    pub async fn maintain(&self, bulk: bool) -> Result<bool> {
         let _w = self.write_lock.write().await;
-        if !self.vectors.compact().await? {
+        let compacted = self.vectors.compact().await?;
+        let fragmented_text = bulk && self.text.segments() > 1;
+        if !compacted && !fragmented_text {
             return Ok(false);
         }
-        // Compaction is a new LanceDB version with the same chunks.
-        self.text.mark_synced(self.vectors.version().await?)?;
+        // Compaction is a new LanceDB version with the same chunks; a merge keeps the
+        // version. Either way both indexes record the version they match.
+        self.text.merge_segments(self.vectors.version().await?)?;
         Ok(true)
     }
 

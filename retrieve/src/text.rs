@@ -371,10 +371,36 @@ impl TextIndex {
         )
     }
 
-    /// Records that the index matches `lance_version` (after a write that changed no chunk,
-    /// such as compaction).
-    pub fn mark_synced(&self, lance_version: u64) -> Result<()> {
-        self.with_writers(lance_version, |_| Ok(()), |_| Ok(()))
+    /// The most segments either index has.
+    pub fn segments(&self) -> usize {
+        [&self.chunks.index, &self.docs.index]
+            .iter()
+            .map(|i| i.searchable_segment_ids().map_or(0, |ids| ids.len()))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Merges each index's segments into one and records that the index matches
+    /// `lance_version` (after a write that changed no chunk, such as compaction). A search
+    /// visits every segment, and a bulk index leaves
+    /// one per few commits (seven for SciFact, which made BM25 about 0.7 ms slower per
+    /// query). A merge that cannot start now (one already runs in the background) is
+    /// skipped: it only saves time.
+    pub fn merge_segments(&self, lance_version: u64) -> Result<()> {
+        let merge = |index: &Index, w: &mut IndexWriter| -> Result<()> {
+            let ids = index.searchable_segment_ids()?;
+            if ids.len() > 1
+                && let Err(e) = w.merge(&ids).wait()
+            {
+                tracing::debug!("text index merge skipped: {e}");
+            }
+            Ok(())
+        };
+        self.with_writers(
+            lance_version,
+            |w| merge(&self.chunks.index, w),
+            |w| merge(&self.docs.index, w),
+        )
     }
 
     /// Sets the text of every hit that has none, looking the chunks up by id in one query.
@@ -611,6 +637,21 @@ mod tests {
             .map(|d| d.doc_id)
             .collect();
         assert_eq!(ids, ["b"]);
+
+        // Each commit above left a segment; merging leaves one per index, finds the same,
+        // and records the version.
+        index
+            .replace(&["c.md"], &[chunk("c", 0, "egrets at last")], 9)
+            .unwrap();
+        assert!(index.segments() > 1);
+        let before = index.search_docs("egrets", 10).unwrap();
+        index.merge_segments(10).unwrap();
+        assert_eq!(index.segments(), 1);
+        assert_eq!(index.synced_version(), Some(10));
+        let after = index.search_docs("egrets", 10).unwrap();
+        let ids = |d: &[DocScore]| d.iter().map(|d| d.doc_id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&after), ids(&before));
+        assert_eq!(index.count(), 4);
     }
 
     #[test]

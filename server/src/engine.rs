@@ -207,7 +207,11 @@ impl Engine {
         }
         // Removed last, so a file that moved can take its vectors from its old path first.
         report.add(&self.remove(gone).await?);
-        self.store.maintain().await?;
+        // More than a batch written: a bulk run (a first index, or a reconcile that found
+        // much changed), which leaves a segment per batch.
+        self.store
+            .maintain(report.indexed + report.removed > FILES_PER_BATCH)
+            .await?;
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
@@ -254,7 +258,7 @@ impl Engine {
         }
         // Removed last, so a renamed file can take its vectors from its old path first.
         report.add(&self.remove(to_remove).await?);
-        self.store.maintain().await?;
+        self.store.maintain(false).await?;
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
@@ -441,7 +445,7 @@ impl Engine {
             done += n;
             on_progress(done, total);
         }
-        self.store.maintain().await?;
+        self.store.maintain(total > DOCS_PER_BATCH).await?;
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
