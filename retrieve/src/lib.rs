@@ -416,12 +416,13 @@ impl Store {
     }
 
     /// Housekeeping after writes: compacts the vector store when writes have fragmented it
-    /// (see `VectorStore::compact`), and with `bulk` (after a run of many writes) merges each
-    /// text index into one segment. Returns whether anything was done.
+    /// (see `VectorStore::compact`), and then, or after a `bulk` run (many writes at once),
+    /// merges each text index into one segment. Returns whether anything was done.
     ///
-    /// The merge is left to bulk runs because it rewrites the whole text index: worth it
-    /// after a run that left a segment per batch (a search visits each one), not after every
-    /// small watcher sync, where tantivy's own merge policy keeps the count in check.
+    /// The merge rewrites the whole text index, so it waits for one of those two moments:
+    /// a bulk run leaves a segment per batch (a search visits each one), and compaction
+    /// comes only after many small writes. A single watcher sync does not merge; tantivy's
+    /// own merge policy keeps its segments in check in between.
     pub async fn maintain(&self, bulk: bool) -> Result<bool> {
         let _w = self.write_lock.write().await;
         let compacted = self.vectors.compact().await?;
@@ -518,15 +519,13 @@ impl Store {
         times.fusion = t.elapsed();
         Ok((hits, times))
     }
-}
 
-impl Store {
     /// The best chunks by cosine, down to the best chunk of the `docs`-th document: the vector
     /// side's `docs` best documents, as many as BM25's document index contributes, so both
     /// sides of the fusion rank the same number of documents. A fixed number of chunks would
     /// cover fewer documents the more chunks each has.
     async fn vector_candidates(&self, query: &[f32], docs: usize) -> Result<Vec<Hit>> {
-        // Two chunks per document usually suffice; fetch twice as many until they do.
+        // Start at two chunks per document, which usually covers them; double until it does.
         let mut limit = 2 * docs;
         loop {
             let in_memory = self
