@@ -211,9 +211,21 @@ pub const SIGMAS: f32 = 3.0;
 /// other candidate of that side towards 0 and hands the ordering to the other side; the
 /// standard deviation is set by all the candidates. Nothing is clamped, so a standout keeps
 /// its lead.
+///
+/// BM25 returns only documents that contain a query term. When it returns fewer than the
+/// vector side (which returns every document up to the candidate depth, or the whole
+/// collection), the documents it left out score exactly 0, and they count as zeros in its
+/// mean and deviation. Without them a lone exact match (an identifier, an error code, a
+/// rare name) would sit at its side's mean, and documents found by vectors alone could
+/// outrank the one document that contains the word searched for.
 fn convex(bm25: Vec<Hit>, dense: Vec<Hit>, key: fn(&Hit) -> &String) -> Vec<Hit> {
     let alpha = CONVEX_ALPHA;
-    let nb = Normaliser::of(bm25.iter().map(|h| h.bm25_score.unwrap_or(0.0)));
+    let unmatched = dense.len().saturating_sub(bm25.len());
+    let nb = Normaliser::of(
+        bm25.iter()
+            .map(|h| h.bm25_score.unwrap_or(0.0))
+            .chain(std::iter::repeat_n(0.0, unmatched)),
+    );
     let nd = Normaliser::of(dense.iter().map(|h| h.vector_score.unwrap_or(0.0)));
     merge(bm25, dense, key, |is_bm25, _, hit| {
         if is_bm25 {
@@ -343,6 +355,28 @@ mod tests {
             by_chunk,
         );
         assert_eq!(out[0].score, 0.25);
+    }
+
+    #[test]
+    fn a_lone_exact_match_outranks_documents_found_by_vectors_alone() {
+        // Only x contains the searched word; twelve other documents are closer in vector
+        // space. The eleven left out by BM25 count as zeros in its distribution, so x is a
+        // standout there: BM25 mean 5/12 = 0.4167, sd 1.4434, so x = (5 + 3.9135) / 8.6603 =
+        // 1.0292. Without the zeros x would sit at the mean (0.5) and fuse to 0.25 +
+        // 0.5·0.1432 = 0.3216, below the best vector-only document's 0.5·0.7271 = 0.3635.
+        let mut dense: Vec<Hit> = (0..11)
+            .map(|i| hit(&format!("v{i}"), None, Some(0.60 - 0.01 * i as f32)))
+            .collect();
+        dense.push(hit("x", None, Some(0.45)));
+        let out = fuse(
+            vec![hit("x", Some(5.0), None)],
+            dense,
+            Fusion::Convex,
+            by_chunk,
+        );
+        assert_eq!(out[0].chunk_id, "x", "{:?}", out[0]);
+        // Vectors: mean 0.5417, sd 0.0428, 0..1 spans 0.4132..0.6701: x 0.1432.
+        assert_scores(&out, &[0.5 * 1.0292 + 0.5 * 0.1432]);
     }
 
     fn chunk(id: &str, doc: &str, bm25: Option<f32>, vector: Option<f32>) -> Hit {

@@ -138,3 +138,47 @@ fn usage_errors_exit_2() {
     let out = sovrag(data.path()).args(["frobnicate"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A word that only one file contains (an identifier, an error code) brings that file first
+/// in the default hybrid search, however close other files are in vector space: the notes
+/// here share one small vocabulary, so their vectors are all near each other and near none
+/// of the identifiers.
+#[test]
+fn an_identifier_in_one_file_ranks_that_file_first() {
+    const WORDS: [&str; 12] = [
+        "heron", "estuary", "lantern", "quarry", "meadow", "copper", "glacier", "orchard",
+        "saffron", "tundra", "basalt", "lichen",
+    ];
+    let data = tempfile::tempdir().unwrap();
+    let docs = tempfile::tempdir().unwrap();
+    // A fixed linear congruential sequence: the same notes on every run.
+    let mut state: u64 = 7;
+    let mut next = |n: u64| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) % n
+    };
+    let ids: Vec<String> = (1..=40).map(|i| format!("m{i}v{}", 100 + i)).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let words: Vec<&str> = (0..5 + next(55))
+            .map(|_| WORDS[next(12) as usize])
+            .collect();
+        let note = format!("# Note {id}\n\nMarker {id} says {}.\n", words.join(" "));
+        std::fs::write(docs.path().join(format!("f{}.md", i + 1)), note).unwrap();
+    }
+    run_ok(sovrag(data.path()).arg("index").arg(docs.path()));
+    let server = Server::start(data.path(), &[]);
+    let misses: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .filter_map(|(i, id)| {
+            let (status, body) = server.post("/v1/query", &serde_json::json!({"query": id}));
+            assert_eq!(status, 200, "{body}");
+            let top = body["hits"][0]["path"].as_str().unwrap_or_default();
+            let want = format!("/f{}.md", i + 1);
+            (!top.ends_with(&want)).then(|| format!("{id}: first hit {top}"))
+        })
+        .collect();
+    assert!(misses.is_empty(), "{misses:#?}");
+}
