@@ -33,11 +33,15 @@ pub struct DocScore {
 ///
 /// A document ranked without any of its chunks among the candidates gets a placeholder
 /// hit with an empty `chunk_id`; the caller finds its passage.
+///
+/// `depth` is how many candidates each BM25 list was asked for: a shorter list holds every
+/// match there is.
 pub fn rank(
     bm25_chunks: Vec<Hit>,
     bm25_docs: Vec<DocScore>,
     dense: Vec<Hit>,
     mode: crate::SearchMode,
+    depth: usize,
 ) -> Vec<Hit> {
     use crate::SearchMode;
     let as_hits = |docs: Vec<DocScore>| -> Vec<Hit> {
@@ -64,8 +68,8 @@ pub fn rank(
         SearchMode::Hybrid(f) => {
             let dense_docs = best_per_doc(&dense);
             (
-                fuse(bm25_chunks, dense, f, by_chunk),
-                fuse(as_hits(bm25_docs), dense_docs, f, by_doc),
+                fuse(bm25_chunks, dense, f, by_chunk, depth),
+                fuse(as_hits(bm25_docs), dense_docs, f, by_doc, depth),
             )
         }
     };
@@ -116,10 +120,16 @@ fn best_per_doc(list: &[Hit]) -> Vec<Hit> {
 }
 
 /// Fuses two rankings (best first) into one, merging hits with the same `key` (chunk id, or
-/// document id for documents).
-fn fuse(bm25: Vec<Hit>, dense: Vec<Hit>, fusion: Fusion, key: fn(&Hit) -> &String) -> Vec<Hit> {
+/// document id for documents). `depth` is how many candidates BM25 was asked for.
+fn fuse(
+    bm25: Vec<Hit>,
+    dense: Vec<Hit>,
+    fusion: Fusion,
+    key: fn(&Hit) -> &String,
+    depth: usize,
+) -> Vec<Hit> {
     match fusion {
-        Fusion::Convex => convex(bm25, dense, key),
+        Fusion::Convex => convex(bm25, dense, key, depth),
         // Each hit scores Σ 1/(k + rank), rank 1-based.
         Fusion::Rrf => merge(bm25, dense, key, |_, rank, _| {
             1.0 / (RRF_K + rank as f32 + 1.0)
@@ -213,14 +223,18 @@ pub const SIGMAS: f32 = 3.0;
 /// its lead.
 ///
 /// BM25 returns only documents that contain a query term. When it returns fewer than the
-/// vector side (which returns every document up to the candidate depth, or the whole
-/// collection), the documents it left out score exactly 0, and they count as zeros in its
-/// mean and deviation. Without them a lone exact match (an identifier, an error code, a
+/// `depth` it was asked for, it has returned every match, so the documents the vector side
+/// found and it did not score exactly 0; they count as zeros in its mean and deviation. (A
+/// full list was cut off, and what it left out scored unknown amounts: nothing is added.) Without them a lone exact match (an identifier, an error code, a
 /// rare name) would sit at its side's mean, and documents found by vectors alone could
 /// outrank the one document that contains the word searched for.
-fn convex(bm25: Vec<Hit>, dense: Vec<Hit>, key: fn(&Hit) -> &String) -> Vec<Hit> {
+fn convex(bm25: Vec<Hit>, dense: Vec<Hit>, key: fn(&Hit) -> &String, depth: usize) -> Vec<Hit> {
     let alpha = CONVEX_ALPHA;
-    let unmatched = dense.len().saturating_sub(bm25.len());
+    let unmatched = if bm25.len() < depth {
+        dense.len().saturating_sub(bm25.len())
+    } else {
+        0
+    };
     let nb = Normaliser::of(
         bm25.iter()
             .map(|h| h.bm25_score.unwrap_or(0.0))
@@ -269,6 +283,9 @@ mod tests {
     use super::*;
     use crate::SearchMode;
 
+    /// Candidates asked of each side, as in a search.
+    const DEPTH: usize = crate::CANDIDATES;
+
     fn hit(id: &str, bm25: Option<f32>, vector: Option<f32>) -> Hit {
         Hit {
             chunk_id: id.into(),
@@ -300,7 +317,7 @@ mod tests {
     fn rrf_adds_reciprocal_ranks_and_keeps_both_scores() {
         let bm25 = vec![hit("a", Some(9.0), None), hit("b", Some(5.0), None)];
         let dense = vec![hit("b", None, Some(0.8)), hit("c", None, Some(0.7))];
-        let out = fuse(bm25, dense, Fusion::Rrf, by_chunk);
+        let out = fuse(bm25, dense, Fusion::Rrf, by_chunk, DEPTH);
         let ids: Vec<&str> = out.iter().map(|h| h.chunk_id.as_str()).collect();
         // b: 1/62 + 1/61 beats a: 1/61 beats c: 1/62.
         assert_eq!(ids, ["b", "a", "c"]);
@@ -325,7 +342,7 @@ mod tests {
             hit("a", None, Some(0.79)),
             hit("c", None, Some(0.10)),
         ];
-        let out = fuse(bm25, dense, Fusion::Convex, by_chunk);
+        let out = fuse(bm25, dense, Fusion::Convex, by_chunk, DEPTH);
         let ids: Vec<&str> = out.iter().map(|h| h.chunk_id.as_str()).collect();
         assert_eq!(ids, ["a", "b", "c"]);
         // BM25: mean 7.667, sample sd 10.691, so 0..1 spans -24.41..39.74; a 0.6924,
@@ -342,7 +359,7 @@ mod tests {
         // standard deviations below the vectors' mean would land.
         let bm25 = vec![hit("a", Some(4.0), None), hit("d", Some(2.0), None)];
         let dense = vec![hit("a", None, Some(0.5)), hit("b", None, Some(0.3))];
-        let out = fuse(bm25, dense, Fusion::Convex, by_chunk);
+        let out = fuse(bm25, dense, Fusion::Convex, by_chunk, DEPTH);
         let d = out.iter().find(|h| h.chunk_id == "d").unwrap();
         // BM25: mean 3, sd 1.414; d = (2 - (3 - 4.243)) / 8.485 = 0.3822, halved.
         assert!((d.score - 0.5 * 0.3822).abs() < 1e-3, "{}", d.score);
@@ -353,6 +370,7 @@ mod tests {
             Vec::new(),
             Fusion::Convex,
             by_chunk,
+            DEPTH,
         );
         assert_eq!(out[0].score, 0.25);
     }
@@ -370,13 +388,27 @@ mod tests {
         dense.push(hit("x", None, Some(0.45)));
         let out = fuse(
             vec![hit("x", Some(5.0), None)],
-            dense,
+            dense.clone(),
             Fusion::Convex,
             by_chunk,
+            DEPTH,
         );
         assert_eq!(out[0].chunk_id, "x", "{:?}", out[0]);
         // Vectors: mean 0.5417, sd 0.0428, 0..1 spans 0.4132..0.6701: x 0.1432.
         assert_scores(&out, &[0.5 * 1.0292 + 0.5 * 0.1432]);
+
+        // Had BM25 been asked for one candidate, its list would have been cut off: what it
+        // left out may score anything, so no zeros are added and x sits at its mean.
+        let out = fuse(
+            vec![hit("x", Some(5.0), None)],
+            dense,
+            Fusion::Convex,
+            by_chunk,
+            1,
+        );
+        let x = out.iter().find(|h| h.chunk_id == "x").unwrap();
+        assert!((x.score - (0.25 + 0.5 * 0.1432)).abs() < 1e-3, "{x:?}");
+        assert_eq!(out[0].chunk_id, "v0");
     }
 
     fn chunk(id: &str, doc: &str, bm25: Option<f32>, vector: Option<f32>) -> Hit {
@@ -410,7 +442,7 @@ mod tests {
             chunk("g:0", "g", None, Some(0.1)),
         ];
         let docs = vec![doc("d", 12.0), doc("e", 9.0), doc("f", 1.0), doc("h", 0.5)];
-        let out = rank(bm25, docs, dense, SearchMode::Hybrid(Fusion::Convex));
+        let out = rank(bm25, docs, dense, SearchMode::Hybrid(Fusion::Convex), DEPTH);
         let ids: Vec<&str> = out.iter().map(|h| h.chunk_id.as_str()).collect();
         // Chunk by chunk, e:0 (0.5·(0.5588 + 0.5765) ≈ 0.568) would beat both halves of d
         // (0.315 and 0.307, each found by one side only); as a document, d scores
@@ -431,7 +463,7 @@ mod tests {
         ];
         // As whole documents, b outscores a (its terms are spread over one long passage).
         let docs = vec![doc("b", 20.0), doc("a", 10.0)];
-        let out = rank(bm25, docs, Vec::new(), SearchMode::Bm25);
+        let out = rank(bm25, docs, Vec::new(), SearchMode::Bm25, DEPTH);
         let ids: Vec<&str> = out.iter().map(|h| h.chunk_id.as_str()).collect();
         assert_eq!(ids, ["b:0", "a:0", "a:1"]);
         assert_eq!(out[0].score, 20.0);
@@ -450,6 +482,7 @@ mod tests {
             vec![hit("x", None, Some(0.9)), hit("y", None, Some(0.1))],
             Fusion::Rrf,
             by_chunk,
+            DEPTH,
         );
         assert_eq!(out[0].chunk_id, "x");
         assert_eq!(out[1].chunk_id, "y");

@@ -495,7 +495,7 @@ impl Store {
         };
         times.wait = t.elapsed() - times.vector;
         let t = Instant::now();
-        let mut hits = fusion::rank(bm25, bm25_docs, dense, mode);
+        let mut hits = fusion::rank(bm25, bm25_docs, dense, mode, depth);
         hits.truncate(k);
         // A document that only the document index found: show its best-matching chunk.
         let wanted: Vec<&str> = hits
