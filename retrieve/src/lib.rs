@@ -421,8 +421,8 @@ impl Store {
     ///
     /// The merge rewrites the whole text index, so it waits for one of those two moments:
     /// a bulk run leaves a segment per batch (a search visits each one), and compaction
-    /// comes only after many small writes. A single watcher sync does not merge; tantivy's
-    /// own merge policy keeps its segments in check in between.
+    /// comes only after many small writes. A watcher sync of a few files does not merge;
+    /// tantivy's own merge policy keeps its segments in check in between.
     pub async fn maintain(&self, bulk: bool) -> Result<bool> {
         let _w = self.write_lock.write().await;
         let compacted = self.vectors.compact().await?;

@@ -94,6 +94,13 @@ pub struct IndexReport {
 }
 
 impl IndexReport {
+    /// More files written than one batch holds: a bulk run (a first index, a reconcile
+    /// that found much changed, a branch switch under the watcher), which leaves a text
+    /// index segment per batch for [`Store::maintain`] to merge.
+    fn bulk(&self) -> bool {
+        self.indexed + self.removed > FILES_PER_BATCH
+    }
+
     fn add(&mut self, o: &IndexReport) {
         self.indexed += o.indexed;
         self.unchanged += o.unchanged;
@@ -207,11 +214,7 @@ impl Engine {
         }
         // Removed last, so a file that moved can take its vectors from its old path first.
         report.add(&self.remove(gone).await?);
-        // More than a batch written: a bulk run (a first index, or a reconcile that found
-        // much changed), which leaves a segment per batch.
-        self.store
-            .maintain(report.indexed + report.removed > FILES_PER_BATCH)
-            .await?;
+        self.store.maintain(report.bulk()).await?;
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
@@ -258,7 +261,7 @@ impl Engine {
         }
         // Removed last, so a renamed file can take its vectors from its old path first.
         report.add(&self.remove(to_remove).await?);
-        self.store.maintain(false).await?;
+        self.store.maintain(report.bulk()).await?;
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
