@@ -16,8 +16,8 @@ pub const MAX_TOKENS: usize = 256;
 /// (one sequence of a few hundred tokens already makes matrix products big enough to keep a
 /// core busy), while a batch pays for padding to its longest text and for activations that
 /// no longer fit in cache. Measured with `eval --embed-bench 500 --threads 2`, twice each:
-/// 8 → 18.5 / 18.8 s, 4 → 17.2 / 17.9 s, 2 → 16.4 / 15.4 s, 1 → 14.9 / 14.9 s (earlier, on 1000
-/// texts: 32 → 44.7 s, 16 → 39.8 s, 8 → 37.6 s).
+/// 8 → 18.5 / 18.8 s, 4 → 17.2 / 17.9 s, 2 → 16.4 / 15.4 s, 1 → 14.9 / 14.9 s (earlier, on
+/// 1000 texts: 32 → 44.7 s, 16 → 39.8 s, 8 → 37.6 s).
 const BATCH: usize = 1;
 
 /// Intra-op threads of the query session. A query is one short sequence: splitting it over

@@ -203,8 +203,8 @@ pub enum Fusion {
     Convex,
 }
 
-/// Weight of the vector side in the convex combination. 0.5 is the unweighted mean: no tuning to any
-/// question set.
+/// Weight of the vector side in the convex combination. 0.5 is the unweighted mean: no
+/// tuning to any question set.
 pub const CONVEX_ALPHA: f32 = 0.5;
 
 /// How many standard deviations either side of the mean map to 0 and 1 when a side's scores
@@ -224,10 +224,11 @@ pub const SIGMAS: f32 = 3.0;
 ///
 /// BM25 returns only documents that contain a query term. When it returns fewer than the
 /// `depth` it was asked for, it has returned every match, so the documents the vector side
-/// found and it did not score exactly 0; they count as zeros in its mean and deviation. (A
-/// full list was cut off, and what it left out scored unknown amounts: nothing is added.) Without them a lone exact match (an identifier, an error code, a
-/// rare name) would sit at its side's mean, and documents found by vectors alone could
-/// outrank the one document that contains the word searched for.
+/// found and it did not score exactly 0; they count as zeros in its mean and deviation.
+/// Without them a lone exact match (an identifier, an error code, a rare name) would sit at
+/// its side's mean, and documents found by vectors alone could outrank the one document
+/// that contains the word searched for. A full list was cut off, and what it left out
+/// scored unknown amounts, so nothing is added to it.
 fn convex(bm25: Vec<Hit>, dense: Vec<Hit>, key: fn(&Hit) -> &String, depth: usize) -> Vec<Hit> {
     let alpha = CONVEX_ALPHA;
     let unmatched = if bm25.len() < depth {

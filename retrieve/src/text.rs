@@ -166,11 +166,12 @@ fn distinct_terms(tokens: &[(usize, String)]) -> Vec<&str> {
     terms
 }
 
-/// A BM25 query on `field` that rewards the query's terms (`query_tokens`) found together: each distinct term
-/// (weight [`SDM_TERM`]), plus each adjacent pair of query terms as a phrase at the distance
-/// it has in the query ([`SDM_ORDERED`]) and within a window ([`SDM_WINDOW`]). A claim such
-/// as "birth weight predicts breast cancer" then ranks a text saying "birth weight" above
-/// one with "birth" and "weight" far apart. `field` must be indexed with positions.
+/// A BM25 query on `field` that rewards the query's terms (`query_tokens`) found together:
+/// each distinct term (weight [`SDM_TERM`]), plus each adjacent pair of query terms as a
+/// phrase at the distance it has in the query ([`SDM_ORDERED`]) and within a window
+/// ([`SDM_WINDOW`]). A claim such as "birth weight predicts breast cancer" then ranks a text
+/// saying "birth weight" above one with "birth" and "weight" far apart. `field` must be
+/// indexed with positions.
 fn dependence_clauses(field: Field, tokens: &[(usize, String)]) -> Vec<(Occur, Box<dyn Query>)> {
     let boosted = |q: Box<dyn Query>, w: f32| -> (Occur, Box<dyn Query>) {
         (Occur::Should, Box::new(BoostQuery::new(q, w)))
