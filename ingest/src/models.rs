@@ -7,6 +7,9 @@ use crate::{Error, Result};
 /// The command that fetches the models; quoted in every "missing model" error.
 pub const SETUP_COMMAND: &str = "python3 scripts/fetch_models.py";
 
+/// The default generator's file name in the cache.
+pub const DEFAULT_GGUF: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
+
 /// Paths of the files sovrag loads from the model cache.
 #[derive(Debug, Clone)]
 pub struct ModelPaths {
@@ -18,7 +21,7 @@ pub struct ModelPaths {
     pub tokenizer_dir: PathBuf,
     /// libonnxruntime shared library (overridden by `ORT_DYLIB_PATH`).
     pub onnxruntime: PathBuf,
-    /// The default generator (Gemma 3 270M Q4_K_M).
+    /// The default generator (Qwen2.5-Coder-0.5B-Instruct Q4_K_M).
     pub gguf: PathBuf,
 }
 
@@ -47,7 +50,7 @@ impl ModelPaths {
         let paths = ModelPaths {
             embed_onnx: dir.join("minilm").join("model.onnx"),
             tokenizer_dir: dir.join("minilm"),
-            gguf: dir.join("gemma-3-270m-q4_k_m.gguf"),
+            gguf: dir.join(DEFAULT_GGUF),
             onnxruntime,
             dir,
         };
