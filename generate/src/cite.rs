@@ -51,6 +51,7 @@ pub(crate) fn resolve_citations(
                 start_line: p.start_line,
                 end_line: p.end_line,
                 text: p.text.clone(),
+                verified: false,
             })
         })
         .collect();
@@ -59,10 +60,10 @@ pub(crate) fn resolve_citations(
 
 /// A citation marker: `[1]`, `[1, 2]`, `[1,2]`; `[1][2]` is two markers.
 #[derive(Debug, PartialEq, Eq)]
-struct Marker {
-    start: usize,
-    end: usize,
-    numbers: Vec<u32>,
+pub(crate) struct Marker {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) numbers: Vec<u32>,
 }
 
 /// Parses a marker starting at byte `start` of `text` (which must be `[`).
@@ -100,7 +101,7 @@ fn parse_marker(text: &str, start: usize) -> Option<Marker> {
     }
 }
 
-fn markers(text: &str) -> Vec<Marker> {
+pub(crate) fn markers(text: &str) -> Vec<Marker> {
     let mut out = Vec::new();
     let mut i = 0;
     while let Some(off) = text[i..].find('[') {
@@ -180,7 +181,7 @@ fn drop_invalid_markers(answer: &str, n_passages: usize) -> (String, Vec<u32>) {
 /// Byte ranges of the sentences of `text`. A sentence ends at a newline or
 /// after `.`, `!` or `?` followed by whitespace; markers right after the end
 /// ("Foo. [1]") belong to the sentence before them.
-fn sentences(text: &str) -> Vec<(usize, usize)> {
+pub(crate) fn sentences(text: &str) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let bytes = text.as_bytes();
     let mut start = 0;

@@ -3,15 +3,19 @@
 //! This crate owns everything between "here are the question and the numbered
 //! passages retrieval found" and "here is the answer with its citations":
 //!
-//! - the completion prompt (`prompts/answer.txt`) and how passages are packed
-//!   into the model's context window, counted with the model's own tokenizer;
-//! - loading a GGUF model once and decoding with llama.cpp, streaming text as
-//!   it is produced;
-//! - the rules that stop a small base model when it has answered (blank line,
-//!   repeated line, a new "Question:" starting, token cap, full context);
-//! - citation resolution: `[n]` markers are checked against the passages that
-//!   were actually in the prompt, and uncited sentences are cited only where a
-//!   passage lexically supports them.
+//! - the prompts: the GGUF's own chat template with a fixed system message, or a
+//!   completion prompt (`prompts/answer.txt`) for a model without one, and how passages
+//!   are packed into the context window, counted with the model's own tokenizer;
+//! - loading a GGUF model once, on a thread of its own that keeps one decoding context
+//!   whose KV cache is reused across questions (the system prompt is read once);
+//! - grammar-constrained decoding (`grammar`): an answer is sentences that each end with
+//!   in-range markers `[n]`, or the fixed abstention; or JSON that matches a JSON Schema;
+//! - verification (`verify`): each sentence is put back to the model as a yes/no question
+//!   against the passages it cites; unsupported sentences are dropped, and an answer left
+//!   with none abstains;
+//! - citation resolution: `[n]` markers are checked against the passages that were in the
+//!   prompt, and uncited sentences (possible only with the grammar off) are cited only
+//!   where a passage lexically supports them; the stop rules for a base model.
 //!
 //! It does not retrieve (it is handed passages in rank order and never looks
 //! at an index) and it does not speak HTTP; both belong to other sovrag crates.
@@ -19,6 +23,7 @@
 
 mod cite;
 mod generator;
+pub mod grammar;
 mod prompt;
 mod stop;
 mod utf8;
@@ -26,6 +31,44 @@ mod utf8;
 use std::path::PathBuf;
 
 pub use generator::Generator;
+pub use grammar::ABSTENTION;
+
+/// What kind of answer to write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AnswerKind {
+    /// Sentences, each ending with the markers `[n]` of the passages that state it.
+    #[default]
+    Prose,
+    /// The shortest phrase that answers the question (SQuAD-style), as JSON
+    /// `{"answer": string|null, "citations": [n]}` decoded under its schema; `answer`
+    /// holds the phrase, or the abstention when the model gave null.
+    Short,
+    /// JSON matching this JSON Schema (text), decoded under the grammar made from it.
+    Schema(String),
+}
+
+/// How to answer one question.
+#[derive(Debug, Clone)]
+pub struct AskOptions {
+    /// What kind of answer.
+    pub kind: AnswerKind,
+    /// Put each claim back to the model as a yes/no question against the passages it cites,
+    /// and drop those it does not support.
+    pub verify: bool,
+    /// Constrain decoding by the citation grammar (prose) or the schema (JSON). Off only
+    /// to measure what the grammar costs.
+    pub constrain: bool,
+}
+
+impl Default for AskOptions {
+    fn default() -> Self {
+        Self {
+            kind: AnswerKind::Prose,
+            verify: true,
+            constrain: true,
+        }
+    }
+}
 
 /// One retrieved passage: a span of lines from a source file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -57,6 +100,9 @@ pub struct GeneratorConfig {
     /// the prompt alone and the seed has no effect; it is part of the config so
     /// that a stochastic sampler can be added without changing the API.
     pub seed: u32,
+    /// Prompt through the GGUF's chat template when it has one; false always uses the
+    /// completion prompt (as for a GGUF without a template).
+    pub use_chat_template: bool,
 }
 
 impl Default for GeneratorConfig {
@@ -68,6 +114,7 @@ impl Default for GeneratorConfig {
             max_answer_tokens: 200,
             threads: None,
             seed: 0,
+            use_chat_template: true,
         }
     }
 }
@@ -92,8 +139,49 @@ pub struct Answer {
     pub generated_tokens: usize,
     /// Why generation stopped.
     pub stop_reason: StopReason,
+    /// The passages did not hold the answer: `answer` is [`ABSTENTION`], `citations` is
+    /// empty, and `sources` lists the closest passages.
+    pub abstained: bool,
+    /// When abstaining, the passages that came closest (the best few in the prompt).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<Citation>,
+    /// The JSON answer, for [`AnswerKind::Schema`] and [`AnswerKind::Short`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json: Option<serde_json::Value>,
+    /// What verification did, when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+    /// Where the time went.
+    pub timings: Timings,
 }
 
+/// What verification did to an answer.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Verification {
+    /// Claims checked (sentences, or the short answer).
+    pub checked: usize,
+    /// Claims the model did not find in the passages they cite; dropped from the answer.
+    pub dropped: Vec<String>,
+    /// Seconds the checks took.
+    pub seconds: f64,
+}
+
+/// Where one answer's time went.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Timings {
+    /// Prompt tokens actually run through the model; the rest came from the KV cache.
+    pub prompt_tokens_evaluated: usize,
+    /// Seconds reading the prompt.
+    pub prefill_seconds: f64,
+    /// Seconds generating.
+    pub decode_seconds: f64,
+    /// Seconds of `decode_seconds` spent asking the grammar.
+    pub grammar_seconds: f64,
+    /// Steps on which the greedy token broke the grammar, so every token was checked.
+    pub grammar_full_checks: usize,
+    /// Seconds from the request to the first streamed piece of answer.
+    pub first_token_seconds: f64,
+}
 /// A passage that the answer cites.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Citation {
@@ -108,6 +196,9 @@ pub struct Citation {
     pub end_line: u32,
     /// Text of the cited span, as the model saw it.
     pub text: String,
+    /// Verification found the claims citing this passage in it. False when verification
+    /// is off.
+    pub verified: bool,
 }
 
 /// Why the model stopped generating.
@@ -197,6 +288,17 @@ pub enum Error {
     /// A token did not fit in a llama.cpp batch.
     #[error("llama.cpp batch error: {0}")]
     Batch(#[from] llama_cpp_2::llama_batch::BatchAddError),
+    /// A JSON Schema (or the grammar made from it) that decoding cannot be held to.
+    #[error("invalid schema: {0}")]
+    Schema(String),
+    /// The answer hit the token cap before its JSON was complete.
+    #[error(
+        "the answer reached {0} tokens before its JSON was complete; raise max_answer_tokens or simplify the schema"
+    )]
+    Truncated(u32),
+    /// The generator's thread is gone (it panicked); the model must be loaded again.
+    #[error("the generator stopped working; restart sovrag")]
+    WorkerGone,
 }
 
 /// Result with this crate's [`Error`].

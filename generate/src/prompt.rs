@@ -1,15 +1,65 @@
-//! The completion prompt and packing passages into the context window.
+//! The prompts, and packing passages into the context window.
 //!
-//! The model is a base model, so the prompt is a document for it to continue
-//! (`prompts/answer.txt`), not a chat. Passages go in rank order while they
-//! fit beside the answer; a passage is never cut in the middle except the
-//! first, and only when it alone is too big, because an answer from half of
-//! the best passage beats no answer at all.
+//! A model with a chat template (every instruct GGUF) is prompted as a chat: a fixed system
+//! message (`prompts/system-*.txt`), then the numbered passages and the question as the
+//! user's turn. The system message comes first and never changes, so its KV cache is
+//! reused from one question to the next. A GGUF without a template (a base model) gets a
+//! document to continue instead (`prompts/answer.txt`).
+//!
+//! Passages go in rank order while they fit beside the answer; a passage is never cut in
+//! the middle except the first, and only when it alone is too big, because an answer from
+//! half of the best passage beats no answer at all.
 
 use crate::{Error, Passage, Result};
 
-/// The answer prompt. `{passages}` and `{question}` are filled in once each.
+/// The completion prompt. `{passages}` and `{question}` are filled in once each.
 const ANSWER_TEMPLATE: &str = include_str!("../prompts/answer.txt");
+
+/// System message for a prose answer with citations.
+pub(crate) const SYSTEM_PROSE: &str = include_str!("../prompts/system-prose.txt");
+/// System message for a short answer (a phrase) as JSON: `{"answer", "citations"}`.
+pub(crate) const SYSTEM_SHORT: &str = include_str!("../prompts/system-short.txt");
+/// System message for an answer as JSON matching the caller's schema.
+pub(crate) const SYSTEM_SCHEMA: &str = include_str!("../prompts/system-schema.txt");
+
+/// The user's turn of a chat prompt.
+pub(crate) fn user_turn(passages: &str, question: &str) -> String {
+    format!("Passages:\n\n{passages}\nQuestion: {}", question.trim())
+}
+
+/// System message for a verification question.
+pub(crate) const SYSTEM_CHECK: &str = include_str!("../prompts/system-check.txt");
+
+/// What verification asks the model to find in the passages.
+pub(crate) enum Claim<'a> {
+    /// A sentence of a prose answer, markers removed.
+    Statement(&'a str),
+    /// A short answer to a question.
+    Answer { question: &'a str, answer: &'a str },
+}
+
+/// The verification question: the cited passages alone, and the claim. Asked in a fresh
+/// chat, not after the answer: a small model asked about its own answer says the same
+/// thing whatever the passage holds, while on the passage alone it tells them apart.
+pub(crate) fn check_turn(passages: &[&str], claim: &Claim<'_>) -> String {
+    let label = if passages.len() > 1 {
+        "Passages"
+    } else {
+        "Passage"
+    };
+    let text = passages.join("\n\n");
+    match claim {
+        Claim::Statement(s) => format!(
+            "{label}:\n{text}\n\nStatement: {}\n\nIs the statement supported by the passage? Answer yes or no.",
+            s.trim()
+        ),
+        Claim::Answer { question, answer } => format!(
+            "{label}:\n{text}\n\nQuestion: {}\nProposed answer: {}\n\nDoes the passage state that this is the answer to the question? Answer yes or no.",
+            question.trim(),
+            answer.trim()
+        ),
+    }
+}
 
 /// A prompt template split around its two placeholders.
 #[derive(Debug, Clone)]
@@ -59,7 +109,7 @@ impl Template {
 /// How passage `n` appears in the prompt.
 pub(crate) fn passage_block(n: usize, p: &Passage) -> String {
     format!(
-        "[{n}] ({}:{}-{})\n{}\n",
+        "[{n}] ({}:{}-{})\n{}\n\n",
         p.path,
         p.start_line,
         p.end_line,
@@ -76,10 +126,10 @@ pub(crate) struct Packed {
     pub(crate) left_out: usize,
 }
 
-/// Builds the prompt with as many leading passages as fit in `budget`
-/// tokens, as counted by `count`.
+/// Builds the prompt (`render(passage blocks, question)`) with as many leading passages as
+/// fit in `budget` tokens, as counted by `count`.
 pub(crate) fn pack(
-    template: &Template,
+    render: &dyn Fn(&str, &str) -> String,
     question: &str,
     passages: &[Passage],
     budget: usize,
@@ -88,7 +138,7 @@ pub(crate) fn pack(
     if passages.is_empty() {
         return Err(Error::NoPassages);
     }
-    let fixed = count(&template.render("", question));
+    let fixed = count(&render("", question));
     if fixed >= budget {
         return Err(Error::PromptTooLong {
             needed: fixed,
@@ -118,7 +168,7 @@ pub(crate) fn pack(
     // Token counts of the parts do not add up exactly to the count of the
     // whole (merges across the joins), so check the real prompt.
     loop {
-        let prompt = template.render(&blocks(&used), question);
+        let prompt = render(&blocks(&used), question);
         let total = count(&prompt);
         if total <= budget {
             let left_out = passages.len() - used.len();
@@ -148,7 +198,7 @@ pub(crate) fn pack(
     }
 }
 
-fn blocks(passages: &[Passage]) -> String {
+pub(crate) fn blocks(passages: &[Passage]) -> String {
     passages
         .iter()
         .enumerate()
@@ -247,6 +297,10 @@ mod tests {
         Template::parse("Use these.\n{passages}\nQuestion: {question}\nAnswer:\n").unwrap()
     }
 
+    fn render(p: &str, q: &str) -> String {
+        template().render(p, q)
+    }
+
     #[test]
     fn built_in_template_parses() {
         let t = Template::answer();
@@ -263,15 +317,42 @@ mod tests {
     }
 
     #[test]
+    fn chat_prompts_are_filled_in() {
+        let u = user_turn("[1] (a:1-1)\nx\n\n", " Why? ");
+        assert!(u.starts_with("Passages:\n\n[1] (a:1-1)\nx\n\n"), "{u}");
+        assert!(u.ends_with("Question: Why?"), "{u}");
+        let c = check_turn(
+            &["Tea steeps.", "Water boils."],
+            &Claim::Statement("Tea steeps. "),
+        );
+        assert!(
+            c.starts_with("Passages:\nTea steeps.\n\nWater boils.\n\nStatement: Tea steeps.\n"),
+            "{c}"
+        );
+        let c = check_turn(
+            &["x"],
+            &Claim::Answer {
+                question: "Q?",
+                answer: "A",
+            },
+        );
+        assert!(c.contains("Question: Q?\nProposed answer: A\n"), "{c}");
+        for s in [SYSTEM_PROSE, SYSTEM_SHORT, SYSTEM_SCHEMA, SYSTEM_CHECK] {
+            assert!(!s.trim().is_empty());
+        }
+        assert!(SYSTEM_PROSE.contains(crate::grammar::ABSTENTION));
+    }
+
+    #[test]
     fn all_fit() {
         let ps = [passage(1, "a b c"), passage(2, "d e")];
-        let packed = pack(&template(), "q", &ps, 100, &words).unwrap();
+        let packed = pack(&render, "q", &ps, 100, &words).unwrap();
         assert_eq!(packed.passages.len(), 2);
         assert_eq!(packed.left_out, 0);
         assert!(
             packed
                 .prompt
-                .contains("[1] (p1.md:10-10)\na b c\n[2] (p2.md:10-10)\nd e\n")
+                .contains("[1] (p1.md:10-10)\na b c\n\n[2] (p2.md:10-10)\nd e\n\n")
         );
     }
 
@@ -284,7 +365,7 @@ mod tests {
             passage(2, "d e f g h i j"),
             passage(3, "k"),
         ];
-        let packed = pack(&template(), "q", &ps, 5 + 5 + 4, &words).unwrap();
+        let packed = pack(&render, "q", &ps, 5 + 5 + 4, &words).unwrap();
         assert_eq!(packed.passages, vec![ps[0].clone()]);
         assert_eq!(packed.left_out, 2);
         assert!(!packed.prompt.contains("d e"));
@@ -293,7 +374,7 @@ mod tests {
     #[test]
     fn oversized_first_passage_is_cut_at_a_line() {
         let ps = [passage(1, "a b\nc d\ne f\ng h\n"), passage(2, "x")];
-        let packed = pack(&template(), "q", &ps, 5 + 2 + 4, &words).unwrap();
+        let packed = pack(&render, "q", &ps, 5 + 2 + 4, &words).unwrap();
         assert_eq!(packed.passages.len(), 1);
         assert_eq!(packed.passages[0].text, "a b\nc d\n");
         assert_eq!(packed.passages[0].start_line, 10);
@@ -304,7 +385,7 @@ mod tests {
     #[test]
     fn oversized_single_line_is_cut_between_words() {
         let ps = [passage(1, "a b c d e f g h")];
-        let packed = pack(&template(), "q", &ps, 5 + 2 + 3, &words).unwrap();
+        let packed = pack(&render, "q", &ps, 5 + 2 + 3, &words).unwrap();
         assert_eq!(packed.passages[0].text, "a b c");
         assert_eq!(packed.passages[0].end_line, 10);
         assert_eq!(packed.left_out, 0);
@@ -313,13 +394,13 @@ mod tests {
     #[test]
     fn question_too_long_is_an_error() {
         let ps = [passage(1, "a")];
-        let err = pack(&template(), "q r s t u v", &ps, 8, &words).unwrap_err();
+        let err = pack(&render, "q r s t u v", &ps, 8, &words).unwrap_err();
         assert!(matches!(err, Error::PromptTooLong { .. }), "{err}");
     }
 
     #[test]
     fn no_passages_is_an_error() {
-        let err = pack(&template(), "q", &[], 100, &words).unwrap_err();
+        let err = pack(&render, "q", &[], 100, &words).unwrap_err();
         assert!(matches!(err, Error::NoPassages));
     }
 

@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
 
 /// sovrag: search and cited answers over your own folders, fully offline.
 #[derive(Debug, Parser)]
@@ -18,55 +20,6 @@ pub struct Cli {
     pub settings: Settings,
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Every setting: a flag (anywhere on the line), a `SOVRAG_*` variable, and a config-file
-/// key of the same name (see config.rs).
-#[derive(Debug, Default, Args)]
-pub struct Settings {
-    /// Where the indexes live (default: the user's data dir, e.g. ~/.local/share/sovrag).
-    #[arg(long, global = true, env = "SOVRAG_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Model cache made by `python3 scripts/fetch_models.py` (default ~/.cache/sovrag/models).
-    #[arg(long, global = true, env = "SOVRAG_MODELS")]
-    pub models: Option<PathBuf>,
-    /// A GGUF generator to use instead of the default Gemma 3 270M.
-    #[arg(long, global = true, env = "SOVRAG_GGUF")]
-    pub gguf: Option<PathBuf>,
-    /// Address `serve` listens on; non-loopback addresses need an API key. [default: 127.0.0.1:7878]
-    #[arg(long, global = true, env = "SOVRAG_BIND")]
-    pub bind: Option<String>,
-    /// Require `Authorization: Bearer KEY` on API calls.
-    #[arg(long, global = true, env = "SOVRAG_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
-    /// A folder `serve` indexes and keeps in sync (repeatable; SOVRAG_WATCH separates with ':').
-    #[arg(long, global = true, env = "SOVRAG_WATCH", value_delimiter = ':')]
-    pub watch: Vec<PathBuf>,
-    /// Chunk budget in embedding-model tokens. [default: 200]
-    #[arg(long, global = true, env = "SOVRAG_CHUNK_TOKENS")]
-    pub chunk_tokens: Option<usize>,
-    /// Tokens shared by neighbouring chunks. [default: 40]
-    #[arg(long, global = true, env = "SOVRAG_CHUNK_OVERLAP")]
-    pub chunk_overlap: Option<usize>,
-    /// Generator layers to offload to the GPU (needs a cuda or metal build). [default: 0]
-    #[arg(long, global = true, env = "SOVRAG_GPU_LAYERS")]
-    pub gpu_layers: Option<u32>,
-    /// Generator context window in tokens. [default: 4096]
-    #[arg(long, global = true, env = "SOVRAG_CTX_SIZE")]
-    pub ctx_size: Option<u32>,
-    /// Longest answer, in tokens. [default: 200]
-    #[arg(long, global = true, env = "SOVRAG_MAX_ANSWER_TOKENS")]
-    pub max_answer_tokens: Option<u32>,
-    /// Files larger than this many MB are skipped. [default: 50]
-    #[arg(long, global = true, env = "SOVRAG_MAX_FILE_MB")]
-    pub max_file_mb: Option<u64>,
-    /// `serve --watch` re-walks each folder this often as a safety net for missed events;
-    /// 0 turns it off except where the OS watch limit was hit. [default: 600]
-    #[arg(long, global = true, env = "SOVRAG_RECONCILE_SECS")]
-    pub reconcile_secs: Option<u64>,
-    /// CPU threads for the models (default: all cores).
-    #[arg(long, global = true, env = "SOVRAG_THREADS")]
-    pub threads: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,17 +48,39 @@ pub enum Command {
         /// How many passages to give the generator.
         #[arg(long, default_value_t = 5)]
         k: usize,
-        /// Print JSON: {"answer": ..., "citations": [...]}.
+        /// Print JSON: {"answer", "abstained", "citations": [{n, path, start_line, end_line,
+        /// text, verified}], ...}.
         #[arg(long)]
         json: bool,
+        /// Answer as JSON that validates against this JSON Schema file (decoding is held to
+        /// it by a grammar); the answer's `json` field holds it.
+        #[arg(long, value_name = "FILE.json")]
+        schema: Option<PathBuf>,
     },
     /// Serve the HTTP API and web page (see --bind, --watch, --api-key).
     Serve,
-    /// Measure retrieval quality and speed on a BEIR-format question set.
+    /// Measure retrieval on a BEIR-format question set (--beir), or answers on a SQuAD-style
+    /// open-book question set (--qa).
     Eval {
         /// Folder with corpus.jsonl, queries.jsonl and qrels/test.tsv.
+        #[arg(long, required_unless_present = "qa", conflicts_with = "qa")]
+        beir: Option<PathBuf>,
+        /// Folder with corpus.jsonl, questions.jsonl and gold.json (shared/bench/squad2's
+        /// layout): answers every question through the same path as POST /v1/ask.
         #[arg(long)]
-        beir: PathBuf,
+        qa: Option<PathBuf>,
+        /// With --qa: write {id: short answer, or "" when abstaining} (the official scorer's input).
+        #[arg(long)]
+        predictions_out: Option<PathBuf>,
+        /// With --qa: only N questions, half answerable and half not.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// With --qa: passages given to the generator per question.
+        #[arg(long, default_value_t = crate::eval::qa::DEFAULT_PASSAGES)]
+        passages: usize,
+        /// With --qa: constrain decoding by the answer's schema (off only to measure the grammar's cost).
+        #[arg(long, value_enum, default_value = "on")]
+        grammar: crate::config::OnOff,
         /// Which retrievers to score.
         #[arg(long, value_enum, default_value = "all")]
         mode: crate::eval::EvalMode,

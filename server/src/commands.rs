@@ -6,6 +6,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use sovrag_generate::{AnswerKind, AskOptions};
+
 use crate::cli::{Cli, Command};
 use crate::config::Config;
 use crate::engine::Engine;
@@ -29,20 +31,42 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Index { paths } => index(config, &paths).await,
         Command::Query { text, k, json } => query(config, &text, k, json).await,
-        Command::Ask { question, k, json } => ask(config, &question, k, json).await,
+        Command::Ask {
+            question,
+            k,
+            json,
+            schema,
+        } => ask(config, &question, k, json, schema.as_deref()).await,
         Command::Serve => serve(config).await,
         Command::Status { json } => status(config, json).await,
         Command::Verify { paths, json } => verify(config, &paths, json).await,
         Command::Eval {
             beir,
+            qa,
+            predictions_out,
+            limit,
+            passages,
+            grammar,
             mode,
             k,
             json,
             run_out,
             embed_bench,
-        } => match embed_bench {
-            Some(n) => crate::eval::embed_bench(config, &beir, n, json).await,
-            None => crate::eval::run(config, &beir, mode, k, json, run_out).await,
+        } => match (qa, beir) {
+            (Some(dir), _) => {
+                let opts = crate::eval::qa::QaOptions {
+                    limit,
+                    passages,
+                    constrain: grammar.is_on(),
+                    predictions_out,
+                };
+                crate::eval::qa::run(config, &dir, opts, json).await
+            }
+            (None, Some(beir)) => match embed_bench {
+                Some(n) => crate::eval::embed_bench(config, &beir, n, json).await,
+                None => crate::eval::run(config, &beir, mode, k, json, run_out).await,
+            },
+            (None, None) => anyhow::bail!("eval needs --beir DIR or --qa DIR"),
         },
     }
 }
@@ -109,12 +133,31 @@ async fn query(config: Config, text: &str, k: usize, json: bool) -> Result<()> {
     Ok(())
 }
 
-async fn ask(config: Config, question: &str, k: usize, json: bool) -> Result<()> {
+async fn ask(
+    config: Config,
+    question: &str,
+    k: usize,
+    json: bool,
+    schema: Option<&std::path::Path>,
+) -> Result<()> {
     let k = check_k(k)?;
     anyhow::ensure!(!question.trim().is_empty(), "the question is empty");
+    let kind = match schema {
+        Some(path) => AnswerKind::Schema(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the schema {}", path.display()))?,
+        ),
+        None => AnswerKind::Prose,
+    };
+    let structured = kind != AnswerKind::Prose;
+    let opts = AskOptions {
+        kind,
+        verify: config.verify,
+        constrain: true,
+    };
     let engine = Engine::open(config).await?;
     let answer = engine
-        .ask(question, k, move |piece| {
+        .ask(question, k, opts, move |piece| {
             if !json {
                 let mut out = std::io::stdout().lock();
                 let _ = out.write_all(piece.as_bytes());
@@ -126,13 +169,38 @@ async fn ask(config: Config, question: &str, k: usize, json: bool) -> Result<()>
         println!("{}", serde_json::to_string(&answer)?);
         return Ok(());
     }
-    // The streamed text is the raw model output; print the checked answer when it differs.
     println!();
-    println!("\nAnswer (citations checked):\n{}", answer.answer);
+    if structured {
+        return Ok(());
+    }
+    // The streamed text is the draft; print the checked answer when it differs.
+    if let Some(v) = answer
+        .verification
+        .as_ref()
+        .filter(|v| !v.dropped.is_empty())
+    {
+        println!(
+            "\nAnswer (verified; {} of {} sentences dropped as unsupported):\n{}",
+            v.dropped.len(),
+            v.checked,
+            answer.answer
+        );
+    } else if answer.abstained {
+        println!();
+    } else {
+        println!("\nAnswer (citations checked):\n{}", answer.answer);
+    }
     if !answer.citations.is_empty() {
         println!("\nSources:");
         for c in &answer.citations {
-            println!("[{}] {}:{}-{}", c.n, c.path, c.start_line, c.end_line);
+            let mark = if c.verified { "" } else { " (not verified)" };
+            println!("[{}] {}:{}-{}{mark}", c.n, c.path, c.start_line, c.end_line);
+        }
+    }
+    if answer.abstained && !answer.sources.is_empty() {
+        println!("\nClosest sources:");
+        for c in &answer.sources {
+            println!("- {}:{}-{}", c.path, c.start_line, c.end_line);
         }
     }
     if !answer.dropped_markers.is_empty() {

@@ -4,9 +4,76 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use clap::Args;
 use serde::Deserialize;
 
-use crate::cli::Settings;
+/// Every setting: a flag (anywhere on the line), a `SOVRAG_*` variable, and a config-file
+/// key of the same name (see config.rs).
+#[derive(Debug, Default, Args)]
+pub struct Settings {
+    /// Where the indexes live (default: the user's data dir, e.g. ~/.local/share/sovrag).
+    #[arg(long, global = true, env = "SOVRAG_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Model cache made by `python3 scripts/fetch_models.py` (default ~/.cache/sovrag/models).
+    #[arg(long, global = true, env = "SOVRAG_MODELS")]
+    pub models: Option<PathBuf>,
+    /// A GGUF generator to use instead of the default (Qwen2.5-Coder-0.5B-Instruct in the
+    /// model cache); any GGUF works, prompted through its own chat template.
+    #[arg(long, global = true, env = "SOVRAG_GGUF")]
+    pub gguf: Option<PathBuf>,
+    /// Address `serve` listens on; non-loopback addresses need an API key. [default: 127.0.0.1:7878]
+    #[arg(long, global = true, env = "SOVRAG_BIND")]
+    pub bind: Option<String>,
+    /// Require `Authorization: Bearer KEY` on API calls.
+    #[arg(long, global = true, env = "SOVRAG_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// A folder `serve` indexes and keeps in sync (repeatable; SOVRAG_WATCH separates with ':').
+    #[arg(long, global = true, env = "SOVRAG_WATCH", value_delimiter = ':')]
+    pub watch: Vec<PathBuf>,
+    /// Chunk budget in embedding-model tokens. [default: 200]
+    #[arg(long, global = true, env = "SOVRAG_CHUNK_TOKENS")]
+    pub chunk_tokens: Option<usize>,
+    /// Tokens shared by neighbouring chunks. [default: 40]
+    #[arg(long, global = true, env = "SOVRAG_CHUNK_OVERLAP")]
+    pub chunk_overlap: Option<usize>,
+    /// Generator layers to offload to the GPU (needs a cuda or metal build). [default: 0]
+    #[arg(long, global = true, env = "SOVRAG_GPU_LAYERS")]
+    pub gpu_layers: Option<u32>,
+    /// Generator context window in tokens. [default: 4096]
+    #[arg(long, global = true, env = "SOVRAG_CTX_SIZE")]
+    pub ctx_size: Option<u32>,
+    /// Longest answer, in tokens. [default: 200]
+    #[arg(long, global = true, env = "SOVRAG_MAX_ANSWER_TOKENS")]
+    pub max_answer_tokens: Option<u32>,
+    /// Files larger than this many MB are skipped. [default: 50]
+    #[arg(long, global = true, env = "SOVRAG_MAX_FILE_MB")]
+    pub max_file_mb: Option<u64>,
+    /// `serve --watch` re-walks each folder this often as a safety net for missed events;
+    /// 0 turns it off except where the OS watch limit was hit. [default: 600]
+    #[arg(long, global = true, env = "SOVRAG_RECONCILE_SECS")]
+    pub reconcile_secs: Option<u64>,
+    /// CPU threads for the models (default: all cores).
+    #[arg(long, global = true, env = "SOVRAG_THREADS")]
+    pub threads: Option<usize>,
+    /// Check each sentence of an answer against the passages it cites, and drop those the
+    /// model does not find there. [default: on]
+    #[arg(long, global = true, env = "SOVRAG_VERIFY", value_enum)]
+    pub verify: Option<OnOff>,
+}
+
+/// A switch, as the command line spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+impl OnOff {
+    pub fn is_on(self) -> bool {
+        self == OnOff::On
+    }
+}
 
 /// Settings as the config file gives them. Flags and environment variables are merged by
 /// clap in `cli.rs` and layered on top in [`Config::resolve`].
@@ -28,6 +95,7 @@ pub struct FileConfig {
     max_file_mb: Option<u64>,
     reconcile_secs: Option<u64>,
     threads: Option<usize>,
+    verify: Option<OnOff>,
 }
 
 /// The resolved settings the engine and server run with.
@@ -47,6 +115,8 @@ pub struct Config {
     pub max_file_bytes: u64,
     pub reconcile_secs: u64,
     pub threads: Option<usize>,
+    /// Verify answers (see `Settings::verify`).
+    pub verify: bool,
 }
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:7878";
@@ -96,6 +166,7 @@ impl Config {
             max_file_bytes: over.max_file_mb.or(f.max_file_mb).unwrap_or(50) << 20,
             reconcile_secs: over.reconcile_secs.or(f.reconcile_secs).unwrap_or(600),
             threads: over.threads.or(f.threads),
+            verify: over.verify.or(f.verify).is_none_or(OnOff::is_on),
         };
         anyhow::ensure!(
             cfg.chunk_tokens >= 16 && cfg.chunk_tokens <= 254,

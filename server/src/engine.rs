@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use sovrag_generate::{Answer, Generator, GeneratorConfig, Passage};
+use sovrag_generate::{Answer, AskOptions, Generator, GeneratorConfig, Passage};
 use sovrag_ingest::chunk::{Chunker, doc_id, embed_text};
 use sovrag_ingest::embed::Embedder;
 use sovrag_ingest::models::ModelPaths;
@@ -490,11 +490,12 @@ impl Engine {
             .cloned()
     }
 
-    /// Answers `question` from the `k` best passages; `on_token` sees the answer as it streams.
+    /// Answers `question` from the `k` best passages; `on_token` sees the draft as it streams.
     pub async fn ask(
         &self,
         question: &str,
         k: usize,
+        opts: AskOptions,
         mut on_token: impl FnMut(&str) + Send + 'static,
     ) -> Result<Answer> {
         let hits = self.query(question, k).await?;
@@ -509,6 +510,11 @@ impl Engine {
                 prompt_tokens: 0,
                 generated_tokens: 0,
                 stop_reason: sovrag_generate::StopReason::EndOfText,
+                abstained: true,
+                sources: Vec::new(),
+                json: None,
+                verification: None,
+                timings: sovrag_generate::Timings::default(),
             });
         }
         let generator = self.generator().await?;
@@ -522,9 +528,10 @@ impl Engine {
             })
             .collect();
         let q = question.to_string();
-        let answer =
-            tokio::task::spawn_blocking(move || generator.answer(&q, &passages, &mut on_token))
-                .await??;
+        let answer = tokio::task::spawn_blocking(move || {
+            generator.answer(&q, &passages, &opts, &mut on_token)
+        })
+        .await??;
         Ok(answer)
     }
 

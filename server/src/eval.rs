@@ -1,8 +1,10 @@
 //! `sovrag eval`: retrieval quality and speed on a BEIR-format question set, through the
-//! same engine and search path the server uses.
+//! same engine and search path the server uses; answer quality with `--qa` (see [`qa`]).
 //!
 //! Input folder: `corpus.jsonl` (`{"_id", "title", "text"}` per line), `queries.jsonl`
 //! (`{"_id", "text"}`), `qrels/test.tsv` (`query-id<TAB>corpus-id<TAB>score`, header allowed).
+
+pub mod qa;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -67,7 +69,7 @@ struct BeirQuery {
 
 /// The index of an eval corpus, kept between runs: what building it cost.
 #[derive(Serialize, Deserialize, Clone)]
-struct IndexInfo {
+pub(crate) struct IndexInfo {
     documents: usize,
     chunks: usize,
     index_seconds: f64,
@@ -77,12 +79,12 @@ struct IndexInfo {
 }
 
 #[derive(Serialize, Default)]
-struct Latency {
+pub(crate) struct Latency {
     p50_ms: f64,
     p99_ms: f64,
 }
 
-fn latency(mut v: Vec<Duration>) -> Latency {
+pub(crate) fn latency(mut v: Vec<Duration>) -> Latency {
     if v.is_empty() {
         return Latency::default();
     }
@@ -94,7 +96,7 @@ fn latency(mut v: Vec<Duration>) -> Latency {
     }
 }
 
-fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
+pub(crate) fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     parse_jsonl(&text, path)
@@ -164,16 +166,13 @@ pub async fn embed_bench(config: Config, beir: &Path, limit: usize, json: bool) 
     Ok(())
 }
 
-pub async fn run(
-    mut config: Config,
-    beir: &Path,
-    mode: EvalMode,
-    k: usize,
-    json: bool,
-    run_out: Option<PathBuf>,
-) -> Result<()> {
-    anyhow::ensure!((1..=1000).contains(&k), "--k must be between 1 and 1000");
-    let corpus_path = beir.join("corpus.jsonl");
+/// Opens the scratch index of `dir/corpus.jsonl` (under the data dir, keyed by the corpus's
+/// hash and the chunking), building it first unless a complete one is there.
+pub(crate) async fn open_indexed(
+    config: &mut Config,
+    dir: &Path,
+) -> Result<(std::sync::Arc<Engine>, IndexInfo)> {
+    let corpus_path = dir.join("corpus.jsonl");
     let corpus_bytes = std::fs::read(&corpus_path)
         .with_context(|| format!("reading {}", corpus_path.display()))?;
     // The scratch index is reused while the corpus and the chunking are unchanged.
@@ -243,6 +242,20 @@ pub async fn run(
             info
         }
     };
+
+    Ok((engine, info))
+}
+
+pub async fn run(
+    mut config: Config,
+    beir: &Path,
+    mode: EvalMode,
+    k: usize,
+    json: bool,
+    run_out: Option<PathBuf>,
+) -> Result<()> {
+    anyhow::ensure!((1..=1000).contains(&k), "--k must be between 1 and 1000");
+    let (engine, info) = open_indexed(&mut config, beir).await?;
 
     let queries: Vec<BeirQuery> = read_jsonl(&beir.join("queries.jsonl"))?;
     let qrels = read_qrels(&beir.join("qrels").join("test.tsv"))?;

@@ -69,6 +69,10 @@ struct QueryRequest {
 struct AskRequest {
     question: String,
     k: Option<usize>,
+    /// A JSON Schema: the answer is JSON that validates against it (in `json`).
+    schema: Option<serde_json::Value>,
+    /// Verify the answer's sentences against their passages (default: the server's setting).
+    verify: Option<bool>,
 }
 
 fn authorize(req: &HttpRequest, state: &State) -> Result<(), ApiError> {
@@ -153,9 +157,24 @@ async fn ask(
     authorize(&req, &state)?;
     let body = body.into_inner();
     let k = check(&body.question, "question", body.k, 5)?;
+    let kind = match &body.schema {
+        Some(schema) => {
+            let text = schema.to_string();
+            // A schema llama.cpp cannot turn into a grammar is the client's error.
+            sovrag_generate::grammar::schema_grammar(&text)
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            sovrag_generate::AnswerKind::Schema(text)
+        }
+        None => sovrag_generate::AnswerKind::Prose,
+    };
     let engine = state.engine.clone();
+    let opts = sovrag_generate::AskOptions {
+        kind,
+        verify: body.verify.unwrap_or(engine.config.verify),
+        constrain: true,
+    };
     let answer = run(&state, async move {
-        engine.ask(&body.question, k, |_| {}).await
+        engine.ask(&body.question, k, opts, |_| {}).await
     })
     .await?;
     Ok(HttpResponse::Ok().json(answer))

@@ -116,3 +116,85 @@ fn eval_scores_match_the_run_files_and_hybrid_is_at_least_the_best_single_mode()
     assert!(String::from_utf8_lossy(&again.stderr).contains("reusing the index"));
     assert!(String::from_utf8_lossy(&again.stdout).contains("nDCG@10"));
 }
+
+/// The official SQuAD v2.0 scorer, beside the repository (`../shared/bench/squad2`).
+fn official_scorer() -> std::path::PathBuf {
+    let p = repo().join("../shared/bench/squad2/evaluate-v2.0.py");
+    assert!(
+        p.is_file(),
+        "the official scorer is not at {} (shared/ sits beside the repository)",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn eval_qa_agrees_with_the_official_scorer() {
+    let data = tempfile::tempdir().unwrap();
+    let qa = repo().join("tests/fixtures/qa-mini");
+    let preds = data.path().join("preds.json");
+    // The smallest model: this checks the scoring and the plumbing, not the answers.
+    let tiny = models_dir().join("smollm2-135m-instruct-q4_1.gguf");
+    let out = run_ok(
+        sovrag(data.path())
+            .args(["eval", "--json", "--qa"])
+            .arg(&qa)
+            .arg("--predictions-out")
+            .arg(&preds)
+            .arg("--gguf")
+            .arg(&tiny)
+            .args(["--max-answer-tokens", "64", "--ctx-size", "2048"]),
+    );
+    let ours = json_of(&out);
+    let qa_report = &ours["qa"];
+    assert_eq!(qa_report["questions"], 20, "{ours}");
+    for key in [
+        "exact",
+        "f1",
+        "HasAns_exact",
+        "HasAns_f1",
+        "NoAns_exact",
+        "gold_cited",
+        "citation_precision",
+        "seconds_p50",
+        "seconds_p99",
+        "prefill_tok_s",
+        "decode_tok_s",
+    ] {
+        assert!(qa_report[key].is_number(), "{key} missing: {ours}");
+    }
+    let predictions: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&preds).unwrap()).unwrap();
+    assert_eq!(predictions.as_object().map(|m| m.len()), Some(20));
+
+    // The scorer imports numpy only to plot; a stub stands in where numpy is not installed.
+    let stub = data.path().join("stub");
+    std::fs::create_dir_all(&stub).unwrap();
+    let has_numpy = std::process::Command::new("python3")
+        .args(["-c", "import numpy"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_numpy {
+        std::fs::write(stub.join("numpy.py"), "").unwrap();
+    }
+    let official = std::process::Command::new("python3")
+        .arg(official_scorer())
+        .arg(qa.join("gold.json"))
+        .arg(&preds)
+        .env("PYTHONPATH", &stub)
+        .output()
+        .expect("run the official scorer");
+    assert!(
+        official.status.success(),
+        "{}",
+        String::from_utf8_lossy(&official.stderr)
+    );
+    let theirs: serde_json::Value = serde_json::from_slice(&official.stdout).unwrap();
+    for key in ["exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact"] {
+        let (a, b) = (
+            qa_report[key].as_f64().unwrap(),
+            theirs[key].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-9, "{key}: ours {a}, official {b}");
+    }
+}

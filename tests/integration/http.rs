@@ -64,12 +64,51 @@ fn query_and_ask_shapes_and_bad_requests() {
         !body["answer"].as_str().unwrap().trim().is_empty(),
         "{body}"
     );
+    assert_eq!(body["abstained"], false, "{body}");
     let citations = body["citations"].as_array().unwrap();
+    assert!(!citations.is_empty(), "{body}");
     for c in citations {
-        for key in ["n", "path", "start_line", "end_line", "text"] {
+        for key in ["n", "path", "start_line", "end_line", "text", "verified"] {
             assert!(c.get(key).is_some(), "citation lacks {key}: {c}");
         }
     }
+    assert!(
+        citations
+            .iter()
+            .any(|c| c["path"].as_str().unwrap().ends_with("kettle.md") && c["verified"] == true),
+        "the kettle page is cited and verified: {body}"
+    );
+
+    // Nothing indexed says this: the answer abstains and lists the closest sources.
+    let (status, body) = server.post(
+        "/v1/ask",
+        &json!({"question": "What is the boiling point of mercury in kelvin?", "k": 2}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["abstained"], true, "{body}");
+    assert_eq!(
+        body["answer"],
+        "I could not find this in the indexed documents."
+    );
+    assert!(!body["sources"].as_array().unwrap().is_empty(), "{body}");
+
+    // A schema: the answer is JSON that fits it.
+    let (status, body) = server.post(
+        "/v1/ask",
+        &json!({
+            "question": "How long should the vinegar mixture be left in the kettle?",
+            "k": 2,
+            "schema": {
+                "type": "object",
+                "properties": {"hours": {"type": "integer"}, "rinses": {"type": "integer"}},
+                "required": ["hours", "rinses"],
+                "additionalProperties": false
+            }
+        }),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body["json"]["hours"].is_i64(), "{body}");
+    assert!(body["json"]["rinses"].is_i64(), "{body}");
 
     // Bad requests: each a 4xx with an error message.
     let too_big = vec![b'x'; (1 << 20) + 10];
@@ -122,6 +161,12 @@ fn query_and_ask_shapes_and_bad_requests() {
             "/v1/ask",
             "application/json",
             br#"{"question": "x", "k": 1000}"#.to_vec(),
+            400,
+        ),
+        (
+            "/v1/ask",
+            "application/json",
+            br#"{"question": "x", "schema": 5}"#.to_vec(),
             400,
         ),
         ("/v1/query", "application/json", too_big, 413),

@@ -6,4 +6,5 @@ mod cli;
 mod corpus;
 mod eval;
 mod http;
+mod setup;
 mod watch;

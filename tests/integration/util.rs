@@ -183,3 +183,11 @@ pub fn lines_of(path: &str, start: u64, end: u64) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// The model cache the suite runs with (`SOVRAG_MODELS`, else the default cache).
+pub fn models_dir() -> PathBuf {
+    std::env::var_os("SOVRAG_MODELS").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/sovrag/models"),
+        PathBuf::from,
+    )
+}

@@ -1,0 +1,136 @@
+//! `scripts/setup.sh --check`: its detection rules, on a machine made to lack things.
+//!
+//! CI runs on a machine where everything is installed, so a wrong rule (a glob that took
+//! `libclang-cpp` for the `libclang` bindgen loads) passes there and fails a newcomer an
+//! hour into the build. These tests give the script a PATH without the tools and a fake
+//! `dpkg-query`, and check what it reports.
+
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::util::repo;
+
+/// Tools the fake machine lacks, besides `dpkg-query`, which is replaced.
+const REMOVED: &[&str] = &["protoc", "cmake", "c++", "g++", "llvm-config", "dpkg-query"];
+
+/// A folder of links to every program in /usr/bin and /bin except [`REMOVED`] (and any
+/// `llvm-config-N`), plus `dpkg-query` as `dpkg` (a script) when given.
+fn fake_path(dir: &Path, dpkg: Option<&str>) -> String {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for sys in ["/usr/bin", "/bin"] {
+        let Ok(entries) = std::fs::read_dir(sys) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if REMOVED.contains(&name.as_str()) || name.starts_with("llvm-config") {
+                continue;
+            }
+            let _ = symlink(e.path(), bin.join(&name));
+        }
+    }
+    if let Some(script) = dpkg {
+        let p = bin.join("dpkg-query");
+        std::fs::write(&p, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    bin.display().to_string()
+}
+
+fn check(path: &str, libclang_path: Option<&Path>) -> Output {
+    let mut c = Command::new("/bin/bash");
+    c.arg(repo().join("scripts/setup.sh"))
+        .arg("--check")
+        .env("PATH", path)
+        .env_remove("LIBCLANG_PATH");
+    if let Some(p) = libclang_path {
+        c.env("LIBCLANG_PATH", p);
+    }
+    c.output().expect("run setup.sh --check")
+}
+
+fn line<'a>(stdout: &'a str, name: &str) -> &'a str {
+    stdout
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(name))
+        .unwrap_or_else(|| panic!("no line for {name} in:\n{stdout}"))
+}
+
+#[test]
+fn setup_check_reports_what_a_fresh_machine_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    // dpkg-query as Debian's answers for a package that is not installed.
+    let absent = "echo \"dpkg-query: no packages found matching $3\" >&2; exit 1";
+    let path = fake_path(dir.path(), Some(absent));
+
+    // Only libclang-cpp where bindgen would look: not the library it loads.
+    let cpp_only = dir.path().join("llvm-cpp-only");
+    std::fs::create_dir_all(&cpp_only).unwrap();
+    std::fs::write(cpp_only.join("libclang-cpp.so.14"), b"").unwrap();
+    let out = check(&path, Some(&cpp_only));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for (name, pkg) in [
+        ("protoc", "protobuf-compiler"),
+        ("cmake", "cmake"),
+        ("c++", "g++"),
+        ("libclang", "libclang-dev"),
+    ] {
+        let l = line(&stdout, name);
+        assert!(l.trim_start().starts_with("missing"), "{l}");
+        assert!(l.contains(&format!("apt-get install -y {pkg}")), "{l}");
+    }
+    assert!(stdout.contains("something is missing"), "{stdout}");
+
+    // Without LIBCLANG_PATH, Debian's package decides: whatever libclang* files this
+    // machine holds (CI's has libclang-cpp and libclang), libclang-dev absent is missing.
+    let out = check(&path, None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        line(&stdout, "libclang")
+            .trim_start()
+            .starts_with("missing"),
+        "{stdout}"
+    );
+
+    // The library bindgen does load, named through LIBCLANG_PATH, is found.
+    let real = dir.path().join("llvm");
+    std::fs::create_dir_all(&real).unwrap();
+    std::fs::write(real.join("libclang-cpp.so.14"), b"").unwrap();
+    std::fs::write(real.join("libclang.so.1"), b"").unwrap();
+    let out = check(&path, Some(&real));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let l = line(&stdout, "libclang");
+    assert!(l.trim_start().starts_with("found"), "{stdout}");
+    assert!(l.contains("libclang.so.1"), "{l}");
+}
+
+#[test]
+fn setup_check_trusts_installed_packages() {
+    let dir = tempfile::tempdir().unwrap();
+    let installed = "printf 'install ok installed'";
+    let path = fake_path(dir.path(), Some(installed));
+    let out = check(&path, None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for name in ["protoc", "cmake", "c++", "libclang", "python3", "pip"] {
+        let l = line(&stdout, name);
+        assert!(l.trim_start().starts_with("found"), "{stdout}");
+        assert!(l.contains("package "), "{l}");
+    }
+}
+
+#[test]
+fn setup_check_passes_on_this_machine() {
+    // The suite runs after set-up, so everything the build and the tests need is here.
+    let out = Command::new("/bin/bash")
+        .arg(repo().join("scripts/setup.sh"))
+        .arg("--check")
+        .output()
+        .expect("run setup.sh --check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("all found"), "{stdout}");
+}
