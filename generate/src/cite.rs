@@ -246,6 +246,19 @@ fn contains_form(have: &HashSet<String>, word: &str) -> bool {
         })
 }
 
+/// Share of `claim`'s content words that `passages` hold (`None` for a claim with no
+/// content word): the lexical test verification runs before asking the model.
+pub(crate) fn lexical_support(claim: &str, passages: &[&str]) -> Option<f64> {
+    let wanted = content_words(claim);
+    if wanted.is_empty() {
+        return None;
+    }
+    let have: HashSet<String> = passages.iter().flat_map(|p| words(p)).collect();
+    let hits = wanted.iter().filter(|w| contains_form(&have, w)).count();
+    #[allow(clippy::cast_precision_loss)]
+    Some(hits as f64 / wanted.len() as f64)
+}
+
 /// The passage (index) that best supports `sentence`, if it reaches the bar.
 fn best_support(sentence: &str, passage_words: &[HashSet<String>]) -> Option<usize> {
     let wanted = content_words(sentence);

@@ -44,6 +44,14 @@ const MIN_PROMPT_TOKENS: u32 = 64;
 /// A short answer is a phrase; its JSON never needs more.
 const SHORT_ANSWER_TOKENS: u32 = 64;
 
+/// Lexical support at or above which a claim is taken as supported without asking the
+/// model: its passage holds nearly every content word, so it is a copy or near-copy (a small
+/// model asked about a verbatim copy can still say no).
+const LEXICAL_SUPPORTED: f64 = 0.8;
+/// Lexical support below which a claim is dropped without asking the model: most of what it
+/// says is not in its passage.
+const LEXICAL_UNSUPPORTED: f64 = 0.3;
+
 /// The KV-cache sequence answers are decoded in.
 const SEQ_ANSWER: usize = 0;
 /// The KV-cache sequence verification questions are read in.
@@ -586,6 +594,27 @@ impl<'m> Worker<'m> {
             .filter_map(|&k| passages.get(usize::try_from(k).ok()?.checked_sub(1)?))
             .map(|p| p.text.trim())
             .collect();
+        // The cheap test first: the model is asked only where the words leave it open.
+        match claim {
+            prompt::Claim::Statement(s) => match cite::lexical_support(s, &texts) {
+                Some(x) if x >= LEXICAL_SUPPORTED => return Ok(true),
+                Some(x) if x < LEXICAL_UNSUPPORTED => return Ok(false),
+                _ => {}
+            },
+            prompt::Claim::Answer { answer, .. } => {
+                // A short answer is a span: one that is in none of its passages was made up.
+                let norm = |t: &str| {
+                    t.split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                        .to_lowercase()
+                };
+                let a = norm(answer);
+                if !texts.iter().any(|t| norm(t).contains(&a)) {
+                    return Ok(false);
+                }
+            }
+        }
         let check = prompt::check_turn(&texts, claim);
         let prompt = if self.chat.is_some() {
             self.render(
