@@ -8,7 +8,7 @@ use crate::{Error, Result};
 pub const SETUP_COMMAND: &str = "python3 scripts/fetch_models.py";
 
 /// The default generator's file name in the cache.
-pub const DEFAULT_GGUF: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
+pub const DEFAULT_GGUF: &str = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf";
 
 /// Paths of the files sovrag loads from the model cache.
 #[derive(Debug, Clone)]
@@ -21,7 +21,7 @@ pub struct ModelPaths {
     pub tokenizer_dir: PathBuf,
     /// libonnxruntime shared library (overridden by `ORT_DYLIB_PATH`).
     pub onnxruntime: PathBuf,
-    /// The default generator (Qwen2.5-Coder-0.5B-Instruct Q4_K_M).
+    /// The default generator (Qwen2.5-Coder-1.5B-Instruct Q4_K_M).
     pub gguf: PathBuf,
 }
 

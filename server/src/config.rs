@@ -17,7 +17,7 @@ pub struct Settings {
     /// Model cache made by `python3 scripts/fetch_models.py` (default ~/.cache/sovrag/models).
     #[arg(long, global = true, env = "SOVRAG_MODELS")]
     pub models: Option<PathBuf>,
-    /// A GGUF generator to use instead of the default (Qwen2.5-Coder-0.5B-Instruct in the
+    /// A GGUF generator to use instead of the default (Qwen2.5-Coder-1.5B-Instruct in the
     /// model cache); any GGUF works, prompted through its own chat template.
     #[arg(long, global = true, env = "SOVRAG_GGUF")]
     pub gguf: Option<PathBuf>,
