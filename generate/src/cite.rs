@@ -43,19 +43,22 @@ pub(crate) fn resolve_citations(
         .into_iter()
         .flat_map(|m| m.numbers)
         .filter(|&n| seen.insert(n))
-        .filter_map(|n| {
-            let p = passages.get(usize::try_from(n).ok()?.checked_sub(1)?)?;
-            Some(Citation {
-                n,
-                path: p.path.clone(),
-                start_line: p.start_line,
-                end_line: p.end_line,
-                text: p.text.clone(),
-                verified: false,
-            })
-        })
+        .filter_map(|n| citation(passages, n, false))
         .collect();
     (text, citations, dropped)
+}
+
+/// The citation `[n]` of `passages` (numbered from 1), if there is such a passage.
+pub(crate) fn citation(passages: &[Passage], n: u32, verified: bool) -> Option<Citation> {
+    let p = passages.get(usize::try_from(n).ok()?.checked_sub(1)?)?;
+    Some(Citation {
+        n,
+        path: p.path.clone(),
+        start_line: p.start_line,
+        end_line: p.end_line,
+        text: p.text.clone(),
+        verified,
+    })
 }
 
 /// A citation marker: `[1]`, `[1, 2]`, `[1,2]`; `[1][2]` is two markers.

@@ -27,8 +27,8 @@ use crate::prompt::{self, Template, pack};
 use crate::stop::StopRules;
 use crate::utf8::Utf8Stream;
 use crate::{
-    Answer, AnswerKind, AskOptions, Citation, Error, GeneratorConfig, Passage, Result, StopReason,
-    Timings, Verification, cite,
+    Answer, AnswerKind, AskOptions, Error, GeneratorConfig, Passage, Result, StopReason, Timings,
+    Verification, cite,
 };
 
 /// Tokens kept free beyond prompt and answer: the BOS token, and slack for
@@ -326,17 +326,33 @@ impl<'m> Worker<'m> {
         })
     }
 
-    /// Empties one sequence of the cache.
-    fn drop_seq(&mut self, seq: usize) {
+    /// Drops what sequence `seq` of the cache holds from position `keep` on; returns how
+    /// much it still holds: `keep`, or 0 where the model's memory cannot drop a tail
+    /// (recurrent models), which empties the sequence instead.
+    fn truncate(&mut self, seq: usize, keep: usize) -> usize {
+        if keep >= self.cached[seq].len() {
+            return self.cached[seq].len();
+        }
         let s = u32::try_from(seq).unwrap_or(0);
-        if !self
+        let p0 = u32::try_from(keep).unwrap_or(u32::MAX);
+        let kept = if self
+            .ctx
+            .clear_kv_cache_seq(Some(s), Some(p0), None)
+            .unwrap_or(false)
+        {
+            keep
+        } else if self
             .ctx
             .clear_kv_cache_seq(Some(s), None, None)
             .unwrap_or(false)
         {
+            0
+        } else {
             self.forget();
-        }
-        self.cached[seq].clear();
+            return 0;
+        };
+        self.cached[seq].truncate(kept);
+        kept
     }
 
     /// Drops everything the cache holds (after a failure left it in an unknown state).
@@ -345,21 +361,17 @@ impl<'m> Worker<'m> {
         self.cached = [Vec::new(), Vec::new()];
     }
 
-    /// The prompt for `messages` (system, user, …): through the chat template, or, without
-    /// one, the completion template for the answer prompt.
-    fn render(&self, messages: &[(&str, &str)], passages: &str, question: &str) -> String {
-        if let Some(tmpl) = &self.chat {
-            let msgs: Vec<LlamaChatMessage> = messages
-                .iter()
-                .filter_map(|(role, text)| {
-                    LlamaChatMessage::new((*role).to_owned(), text.replace('\0', " ")).ok()
-                })
-                .collect();
-            if let Ok(p) = self.model.apply_chat_template(tmpl, &msgs, true) {
-                return p;
-            }
-        }
-        self.completion.render(passages, question)
+    /// The prompt for `messages` (role, text) through the model's chat template; `None`
+    /// without one, where callers write a completion prompt instead.
+    fn chat_prompt(&self, messages: &[(&str, &str)]) -> Option<String> {
+        let tmpl = self.chat.as_ref()?;
+        let msgs: Vec<LlamaChatMessage> = messages
+            .iter()
+            .filter_map(|(role, text)| {
+                LlamaChatMessage::new((*role).to_owned(), text.replace('\0', " ")).ok()
+            })
+            .collect();
+        self.model.apply_chat_template(tmpl, &msgs, true).ok()
     }
 
     fn tokenize(&self, prompt: &str) -> Vec<LlamaToken> {
@@ -400,7 +412,8 @@ impl<'m> Worker<'m> {
         let count = |s: &str| vocab.tokenize(s.as_bytes(), false, special).len();
         let render = |blocks: &str, q: &str| {
             let user = prompt::user_turn(blocks, q);
-            self.render(&[("system", system), ("user", &user)], blocks, q)
+            self.chat_prompt(&[("system", system), ("user", &user)])
+                .unwrap_or_else(|| self.completion.render(blocks, q))
         };
         let packed = pack(&render, question, passages, budget as usize, &count)?;
         if packed.left_out > 0 {
@@ -426,7 +439,7 @@ impl<'m> Worker<'m> {
         if tokens.len() + cap as usize + self.cached[SEQ_CHECK].len() + CONTEXT_MARGIN as usize
             > n_ctx
         {
-            self.drop_seq(SEQ_CHECK);
+            self.truncate(SEQ_CHECK, 0);
         }
         let mut timings = Timings::default();
         let mut first_piece: Option<f64> = None;
@@ -516,7 +529,7 @@ impl<'m> Worker<'m> {
                         answer.answer = p;
                         answer.citations = cited
                             .iter()
-                            .filter_map(|&k| citation(&packed.passages, k, opts.verify))
+                            .filter_map(|&k| cite::citation(&packed.passages, k, opts.verify))
                             .collect();
                     }
                     None => abstain(&mut answer, &packed.passages),
@@ -616,23 +629,19 @@ impl<'m> Worker<'m> {
             }
         }
         let check = prompt::check_turn(&texts, claim);
-        let prompt = if self.chat.is_some() {
-            self.render(
-                &[("system", prompt::SYSTEM_CHECK), ("user", &check)],
-                "",
-                "",
-            )
-        } else {
-            format!(
-                "{}\n\n{check}\nAnswer (yes or no):",
-                prompt::SYSTEM_CHECK.trim()
-            )
-        };
+        let prompt = self
+            .chat_prompt(&[("system", prompt::SYSTEM_CHECK), ("user", &check)])
+            .unwrap_or_else(|| {
+                format!(
+                    "{}\n\n{check}\nAnswer (yes or no):",
+                    prompt::SYSTEM_CHECK.trim()
+                )
+            });
         let tokens = self.tokenize(&prompt);
         let n_ctx = usize::try_from(self.ctx.n_ctx()).unwrap_or(usize::MAX);
         if tokens.len() + 1 + self.cached[SEQ_ANSWER].len() >= n_ctx {
             // The answer is written; its cache only saves the next question's system message.
-            self.drop_seq(SEQ_ANSWER);
+            self.truncate(SEQ_ANSWER, 0);
         }
         if tokens.len() + 1 >= n_ctx {
             // No room to ask: keep the claim rather than drop it unchecked.
@@ -651,68 +660,49 @@ impl<'m> Worker<'m> {
         Ok(best(&self.yes) >= best(&self.no))
     }
 
-    /// Verifies a given draft as if the model had written it (tests).
-    #[cfg(test)]
-    fn verify_draft(
-        &mut self,
-        passages: &[Passage],
-        draft: &str,
-    ) -> Result<(String, Verification)> {
-        self.verify_sentences(passages, draft)
-    }
-
-    /// Reads `prompt` into the context, reusing the longest prefix the cache already holds;
-    /// returns the batch index of the last token's logits.
+    /// Reads `prompt` into sequence `seq`, reusing the longest prefix the cache already
+    /// holds; returns the batch index of the last token's logits.
     fn prefill(&mut self, seq: usize, prompt: &[LlamaToken], timings: &mut Timings) -> Result<i32> {
         let started = Instant::now();
         if prompt.is_empty() {
             return Err(Error::Config("empty prompt".into()));
         }
-        let seq_id = i32::try_from(seq).unwrap_or(0);
-        let mut keep = self.cached[seq]
+        let same = self.cached[seq]
             .iter()
             .zip(prompt)
             .take_while(|(a, b)| a == b)
             .count()
             // The last prompt token is always run again: its logits are what comes next.
             .min(prompt.len() - 1);
-        if keep < self.cached[seq].len() {
-            let p0 = u32::try_from(keep).unwrap_or(u32::MAX);
-            let s = u32::try_from(seq).unwrap_or(0);
-            // Models whose memory cannot drop a tail (recurrent ones) start over.
-            if !self
-                .ctx
-                .clear_kv_cache_seq(Some(s), Some(p0), None)
-                .unwrap_or(false)
-            {
-                let _ = self.ctx.clear_kv_cache_seq(Some(s), None, None);
-                keep = 0;
-            }
-            self.cached[seq].truncate(keep);
-        }
-        let n_batch = usize::try_from(self.ctx.n_batch()).unwrap_or(512).max(1);
+        let keep = self.truncate(seq, same);
         let rest = &prompt[keep..];
-        let mut pos = i32::try_from(keep).unwrap_or(i32::MAX);
-        for (i, chunk) in rest.chunks(n_batch).enumerate() {
+        let idx = self.append(seq, rest, "reading the prompt")?;
+        timings.prompt_tokens_evaluated += rest.len();
+        timings.prefill_seconds += started.elapsed().as_secs_f64();
+        Ok(idx)
+    }
+
+    /// Runs `tokens` through the model at the end of sequence `seq`, with logits for the
+    /// last one only; returns its batch index.
+    fn append(&mut self, seq: usize, tokens: &[LlamaToken], stage: &'static str) -> Result<i32> {
+        let n_batch = usize::try_from(self.ctx.n_batch()).unwrap_or(512).max(1);
+        let seq_id = i32::try_from(seq).unwrap_or(0);
+        let mut pos = i32::try_from(self.cached[seq].len()).unwrap_or(i32::MAX);
+        for (i, chunk) in tokens.chunks(n_batch).enumerate() {
             self.batch.clear();
-            let last_chunk = (i + 1) * n_batch >= rest.len();
+            let last_chunk = (i + 1) * n_batch >= tokens.len();
             for (j, &token) in chunk.iter().enumerate() {
                 self.batch
                     .add(token, pos, &[seq_id], last_chunk && j == chunk.len() - 1)?;
                 pos += 1;
             }
             if let Err(source) = self.ctx.decode(&mut self.batch) {
-                // What the cache holds past `keep` is unknown now.
+                // What the cache holds past what was there is unknown now.
                 self.forget();
-                return Err(Error::Decode {
-                    stage: "reading the prompt",
-                    source,
-                });
+                return Err(Error::Decode { stage, source });
             }
         }
-        self.cached[seq].extend_from_slice(rest);
-        timings.prompt_tokens_evaluated += rest.len();
-        timings.prefill_seconds += started.elapsed().as_secs_f64();
+        self.cached[seq].extend_from_slice(tokens);
         Ok(self.batch.n_tokens() - 1)
     }
 
@@ -785,18 +775,7 @@ impl<'m> Worker<'m> {
             if self.cached[SEQ_ANSWER].len() + self.cached[SEQ_CHECK].len() >= ctx_len {
                 break StopReason::ContextFull;
             }
-            self.batch.clear();
-            let pos = i32::try_from(self.cached[SEQ_ANSWER].len()).unwrap_or(i32::MAX);
-            self.batch.add(token, pos, &[0], true)?;
-            if let Err(source) = self.ctx.decode(&mut self.batch) {
-                self.forget();
-                return Err(Error::Decode {
-                    stage: "generating",
-                    source,
-                });
-            }
-            self.cached[SEQ_ANSWER].push(token);
-            idx = 0;
+            idx = self.append(SEQ_ANSWER, &[token], "generating")?;
         };
         let tail = utf8.finish();
         let (text, stop_reason) = match rules.as_mut() {
@@ -888,25 +867,13 @@ fn parse_short(text: &str, n: usize) -> (Option<String>, Vec<u32>) {
     (phrase, cited)
 }
 
-fn citation(passages: &[Passage], n: u32, verified: bool) -> Option<Citation> {
-    let p = passages.get(usize::try_from(n).ok()?.checked_sub(1)?)?;
-    Some(Citation {
-        n,
-        path: p.path.clone(),
-        start_line: p.start_line,
-        end_line: p.end_line,
-        text: p.text.clone(),
-        verified,
-    })
-}
-
 /// Turns `answer` into the abstention, with the closest passages as its sources.
 fn abstain(answer: &mut Answer, passages: &[Passage]) {
     answer.answer = ABSTENTION.to_owned();
     answer.abstained = true;
     answer.citations.clear();
     answer.sources = (1..=passages.len().min(CLOSEST_SOURCES))
-        .filter_map(|k| citation(passages, u32::try_from(k).ok()?, false))
+        .filter_map(|k| cite::citation(passages, u32::try_from(k).ok()?, false))
         .collect();
 }
 
@@ -1133,7 +1100,7 @@ mod tests {
         let g = default_model();
         let draft = "To watch another folder, run `sovrag serve --watch DIR` [2]. \
                      The HTTP API was written in Haskell by a team in Oslo [3].";
-        let (kept, v) = g.with_worker(move |w| w.verify_draft(&docs(), draft).expect("verify"));
+        let (kept, v) = g.with_worker(move |w| w.verify_sentences(&docs(), draft).expect("verify"));
         eprintln!("kept {kept:?}, {v:?}");
         assert_eq!(v.checked, 2);
         assert!(kept.contains("--watch DIR"), "{kept:?}");

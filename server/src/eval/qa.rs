@@ -275,13 +275,15 @@ pub async fn run(mut config: Config, dir: &Path, opts: QaOptions, json: bool) ->
     let (mut citations, mut citations_with_answer) = (0usize, 0usize);
     let mut abstained = 0usize;
     for (i, q) in questions.iter().enumerate() {
-        let started = Instant::now();
+        // Which paragraphs the answer was made from (the same search `ask` runs), a
+        // diagnostic outside the timed answer.
         let retrieved: HashSet<String> = engine
             .query(&q.question, opts.passages)
             .await?
             .into_iter()
             .map(|h| h.path)
             .collect();
+        let started = Instant::now();
         let a = engine
             .ask(
                 &q.question,
