@@ -56,6 +56,23 @@ num ::= {numbers}
     )
 }
 
+/// The grammar of a short answer's JSON after its first key (`{"answer":`, which the prompt
+/// ends with): a phrase of up to 120 characters, then one to three in-range citations. The
+/// other branch, `null`, is decided from the model's probabilities before decoding starts.
+pub(crate) fn short_phrase_grammar(n_passages: usize) -> String {
+    let numbers: Vec<String> = (1..=n_passages.max(1))
+        .map(|n| format!("\"{n}\""))
+        .collect();
+    format!(
+        r#"root ::= " \"" char{{1,120}} "\", \"citations\": [" num (", " num){{0,{more}}} "]}}"
+char ::= [^"\\\x00-\x1f] | "\\" ["\\/bfnrt]
+num ::= {numbers}
+"#,
+        more = MAX_MARKERS - 1,
+        numbers = numbers.join(" | ")
+    )
+}
+
 /// The grammar for JSON matching `schema` (JSON Schema text).
 ///
 /// # Errors

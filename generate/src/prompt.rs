@@ -19,6 +19,15 @@ const ANSWER_TEMPLATE: &str = include_str!("../prompts/answer.txt");
 pub(crate) const SYSTEM_PROSE: &str = include_str!("../prompts/system-prose.txt");
 /// System message for a short answer (a phrase) as JSON: `{"answer", "citations"}`.
 pub(crate) const SYSTEM_SHORT: &str = include_str!("../prompts/system-short.txt");
+/// Worked short answers, two with a phrase and two where the question changes a detail and
+/// the answer is null, given as earlier turns of the chat. They come before the question, so
+/// their KV cache is kept from one question to the next and costs nothing after the first.
+const SHORT_EXAMPLES: &str = include_str!("../prompts/short-examples.json");
+/// What a short answer's JSON starts with. The prompt ends with it, so the model's first
+/// choice is the one that matters, a phrase (`"`) or `null`, and its probabilities can be
+/// read off directly.
+pub(crate) const SHORT_PREFIX: &str = "{\"answer\":";
+const SHORT_INSTRUCTION: &str = "Reply with JSON: {\"answer\": the shortest phrase copied word for word from a passage that answers the question, \"citations\": the numbers of the passages it comes from}. If no passage states the answer to this exact question, the answer is null.";
 /// System message for an answer as JSON matching the caller's schema.
 pub(crate) const SYSTEM_SCHEMA: &str = include_str!("../prompts/system-schema.txt");
 
@@ -27,38 +36,75 @@ pub(crate) fn user_turn(passages: &str, question: &str) -> String {
     format!("Passages:\n\n{passages}\nQuestion: {}", question.trim())
 }
 
+/// The user's turn of a short-answer chat: the instruction comes after the passages, where a
+/// small model reads it last.
+pub(crate) fn short_user_turn(passages: &str, question: &str) -> String {
+    format!(
+        "Passages:\n\n{passages}Question: {}\n\n{SHORT_INSTRUCTION}",
+        question.trim()
+    )
+}
+
+/// A short answer's JSON as the examples write it, and as its grammar requires.
+pub(crate) fn short_json(answer: Option<&str>, citations: &[u32]) -> String {
+    let answer = answer.map_or_else(
+        || "null".to_owned(),
+        |a| serde_json::Value::from(a).to_string(),
+    );
+    let citations: Vec<String> = citations.iter().map(u32::to_string).collect();
+    format!(
+        "{{\"answer\": {answer}, \"citations\": [{}]}}",
+        citations.join(", ")
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct Example {
+    passages: Vec<String>,
+    question: String,
+    answer: Option<String>,
+    citations: Vec<u32>,
+}
+
+/// The worked examples as (user turn, assistant turn) pairs.
+pub(crate) fn short_examples() -> Vec<(String, String)> {
+    // Compiled in and parsed by a unit test: a parse failure is a build defect.
+    let examples: Vec<Example> = serde_json::from_str(SHORT_EXAMPLES)
+        .unwrap_or_else(|e| unreachable!("prompts/short-examples.json: {e}"));
+    examples
+        .iter()
+        .map(|e| {
+            let blocks: String = e
+                .passages
+                .iter()
+                .enumerate()
+                .map(|(i, t)| format!("[{}]\n{t}\n\n", i + 1))
+                .collect();
+            (
+                short_user_turn(&blocks, &e.question),
+                short_json(e.answer.as_deref(), &e.citations),
+            )
+        })
+        .collect()
+}
+
 /// System message for a verification question.
 pub(crate) const SYSTEM_CHECK: &str = include_str!("../prompts/system-check.txt");
-
-/// What verification asks the model to find in the passages.
-pub(crate) enum Claim<'a> {
-    /// A sentence of a prose answer, markers removed.
-    Statement(&'a str),
-    /// A short answer to a question.
-    Answer { question: &'a str, answer: &'a str },
-}
 
 /// The verification question: the cited passages alone, and the claim. Asked in a fresh
 /// chat, not after the answer: a small model asked about its own answer says the same
 /// thing whatever the passage holds, while on the passage alone it tells them apart.
-pub(crate) fn check_turn(passages: &[&str], claim: &Claim<'_>) -> String {
+pub(crate) fn check_turn(passages: &[&str], claim: &str) -> String {
     let label = if passages.len() > 1 {
         "Passages"
     } else {
         "Passage"
     };
     let text = passages.join("\n\n");
-    match claim {
-        Claim::Statement(s) => format!(
-            "{label}:\n{text}\n\nStatement: {}\n\nIs the statement supported by the passage? Answer yes or no.",
-            s.trim()
-        ),
-        Claim::Answer { question, answer } => format!(
-            "{label}:\n{text}\n\nQuestion: {}\nProposed answer: {}\n\nDoes the passage state that this is the answer to the question? Answer yes or no.",
-            question.trim(),
-            answer.trim()
-        ),
-    }
+    format!(
+        "{label}:\n{text}\n\nStatement: {}\n\nIs the statement supported by the passage? Answer yes or no.",
+        claim.trim()
+    )
 }
 
 /// A prompt template split around its two placeholders.
@@ -117,6 +163,13 @@ pub(crate) fn passage_block(n: usize, p: &Passage) -> String {
     )
 }
 
+/// How passage `n` appears in a short-answer prompt: number and text only. Asked for a
+/// phrase, a small model copied a path header ("Computational_complexity theory") as the
+/// answer; citations are resolved by number, so the model does not need the path.
+pub(crate) fn bare_block(n: usize, p: &Passage) -> String {
+    format!("[{n}]\n{}\n\n", p.text.trim())
+}
+
 /// A prompt with the passages that made it in.
 #[derive(Debug)]
 pub(crate) struct Packed {
@@ -129,6 +182,18 @@ pub(crate) struct Packed {
 /// Builds the prompt (`render(passage blocks, question)`) with as many leading passages as
 /// fit in `budget` tokens, as counted by `count`.
 pub(crate) fn pack(
+    render: &dyn Fn(&str, &str) -> String,
+    question: &str,
+    passages: &[Passage],
+    budget: usize,
+    count: &dyn Fn(&str) -> usize,
+) -> Result<Packed> {
+    pack_with(&passage_block, render, question, passages, budget, count)
+}
+
+/// [`pack`], with each passage written by `block`.
+pub(crate) fn pack_with(
+    block: &dyn Fn(usize, &Passage) -> String,
     render: &dyn Fn(&str, &str) -> String,
     question: &str,
     passages: &[Passage],
@@ -148,14 +213,14 @@ pub(crate) fn pack(
     let mut room = budget - fixed;
     let mut used: Vec<Passage> = Vec::new();
     for p in passages {
-        let cost = count(&passage_block(used.len() + 1, p));
+        let cost = count(&block(used.len() + 1, p));
         if cost <= room {
             room -= cost;
             used.push(p.clone());
         } else if used.is_empty() {
             used.push(
-                cut_to_fit(p, room, count).ok_or_else(|| Error::PromptTooLong {
-                    needed: fixed + count(&passage_block(1, &empty_like(p))),
+                cut_to_fit(p, room, count, block).ok_or_else(|| Error::PromptTooLong {
+                    needed: fixed + count(&block(1, &empty_like(p))),
                     budget,
                 })?,
             );
@@ -168,7 +233,7 @@ pub(crate) fn pack(
     // Token counts of the parts do not add up exactly to the count of the
     // whole (merges across the joins), so check the real prompt.
     loop {
-        let prompt = render(&blocks(&used), question);
+        let prompt = render(&blocks(block, &used), question);
         let total = count(&prompt);
         if total <= budget {
             let left_out = passages.len() - used.len();
@@ -183,8 +248,8 @@ pub(crate) fn pack(
             continue;
         }
         let first = &used[0];
-        let target = count(&passage_block(1, first)).saturating_sub(total - budget);
-        let cut = cut_to_fit(first, target, count).ok_or(Error::PromptTooLong {
+        let target = count(&block(1, first)).saturating_sub(total - budget);
+        let cut = cut_to_fit(first, target, count, block).ok_or(Error::PromptTooLong {
             needed: total,
             budget,
         })?;
@@ -198,11 +263,11 @@ pub(crate) fn pack(
     }
 }
 
-pub(crate) fn blocks(passages: &[Passage]) -> String {
+fn blocks(block: &dyn Fn(usize, &Passage) -> String, passages: &[Passage]) -> String {
     passages
         .iter()
         .enumerate()
-        .map(|(i, p)| passage_block(i + 1, p))
+        .map(|(i, p)| block(i + 1, p))
         .collect()
 }
 
@@ -216,7 +281,12 @@ fn empty_like(p: &Passage) -> Passage {
 /// The longest head of `p` whose block costs at most `room` tokens: whole
 /// lines if at least one fits, else whole words of the first line. `None` if
 /// not even a word fits.
-fn cut_to_fit(p: &Passage, room: usize, count: &dyn Fn(&str) -> usize) -> Option<Passage> {
+fn cut_to_fit(
+    p: &Passage,
+    room: usize,
+    count: &dyn Fn(&str) -> usize,
+    block: &dyn Fn(usize, &Passage) -> String,
+) -> Option<Passage> {
     let lines: Vec<&str> = p.text.split_inclusive('\n').collect();
     let with_lines = |k: usize| Passage {
         text: lines[..k].concat(),
@@ -226,7 +296,7 @@ fn cut_to_fit(p: &Passage, room: usize, count: &dyn Fn(&str) -> usize) -> Option
             .min(p.end_line.max(p.start_line)),
         ..p.clone()
     };
-    let fits = |q: &Passage| count(&passage_block(1, q)) <= room;
+    let fits = |q: &Passage| count(&block(1, q)) <= room;
     let k = largest_fitting(lines.len(), |k| fits(&with_lines(k)));
     let cut = if k > 0 {
         with_lines(k)
@@ -321,22 +391,24 @@ mod tests {
         let u = user_turn("[1] (a:1-1)\nx\n\n", " Why? ");
         assert!(u.starts_with("Passages:\n\n[1] (a:1-1)\nx\n\n"), "{u}");
         assert!(u.ends_with("Question: Why?"), "{u}");
-        let c = check_turn(
-            &["Tea steeps.", "Water boils."],
-            &Claim::Statement("Tea steeps. "),
-        );
+        let c = check_turn(&["Tea steeps.", "Water boils."], "Tea steeps. ");
         assert!(
             c.starts_with("Passages:\nTea steeps.\n\nWater boils.\n\nStatement: Tea steeps.\n"),
             "{c}"
         );
-        let c = check_turn(
-            &["x"],
-            &Claim::Answer {
-                question: "Q?",
-                answer: "A",
-            },
+        let examples = short_examples();
+        assert_eq!(examples.len(), 4);
+        assert!(
+            examples[0]
+                .0
+                .starts_with("Passages:\n\n[1]\nThe Harbour Bridge")
         );
-        assert!(c.contains("Question: Q?\nProposed answer: A\n"), "{c}");
+        assert_eq!(
+            examples[0].1,
+            r#"{"answer": "Jørn Utzon", "citations": [2]}"#
+        );
+        assert_eq!(examples[1].1, r#"{"answer": null, "citations": []}"#);
+        assert!(examples[1].1.starts_with(SHORT_PREFIX));
         for s in [SYSTEM_PROSE, SYSTEM_SHORT, SYSTEM_SCHEMA, SYSTEM_CHECK] {
             assert!(!s.trim().is_empty());
         }

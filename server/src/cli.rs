@@ -72,6 +72,11 @@ pub enum Command {
         /// With --qa: write {id: short answer, or "" when abstaining} (the official scorer's input).
         #[arg(long)]
         predictions_out: Option<PathBuf>,
+        /// With --qa: write {id: the model's probability of a null answer} (the official
+        /// scorer's --na-prob-file, from which it finds the best threshold; run with
+        /// --abstain-threshold 1 so that every question gets its phrase).
+        #[arg(long)]
+        na_prob_out: Option<PathBuf>,
         /// With --qa: only N questions, half answerable and half not.
         #[arg(long)]
         limit: Option<usize>,

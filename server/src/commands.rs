@@ -44,6 +44,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             beir,
             qa,
             predictions_out,
+            na_prob_out,
             limit,
             passages,
             grammar,
@@ -59,6 +60,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     passages,
                     constrain: grammar.is_on(),
                     predictions_out,
+                    na_prob_out,
                 };
                 crate::eval::qa::run(config, &dir, opts, json).await
             }

@@ -59,6 +59,11 @@ pub struct Settings {
     /// model does not find there. [default: on]
     #[arg(long, global = true, env = "SOVRAG_VERIFY", value_enum)]
     pub verify: Option<OnOff>,
+    /// Short answers (`eval --qa`) abstain where the model's probability of a null answer is
+    /// at least this; chosen for the default generator, another GGUF may want its own.
+    /// [default: 0.02]
+    #[arg(long, global = true, env = "SOVRAG_ABSTAIN_THRESHOLD")]
+    pub abstain_threshold: Option<f32>,
 }
 
 /// A switch, as the command line spells it.
@@ -96,6 +101,7 @@ pub struct FileConfig {
     reconcile_secs: Option<u64>,
     threads: Option<usize>,
     verify: Option<OnOff>,
+    abstain_threshold: Option<f32>,
 }
 
 /// The resolved settings the engine and server run with.
@@ -117,6 +123,7 @@ pub struct Config {
     pub threads: Option<usize>,
     /// Verify answers (see `Settings::verify`).
     pub verify: bool,
+    pub abstain_threshold: f32,
 }
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:7878";
@@ -167,7 +174,15 @@ impl Config {
             reconcile_secs: over.reconcile_secs.or(f.reconcile_secs).unwrap_or(600),
             threads: over.threads.or(f.threads),
             verify: over.verify.or(f.verify).is_none_or(OnOff::is_on),
+            abstain_threshold: over
+                .abstain_threshold
+                .or(f.abstain_threshold)
+                .unwrap_or(sovrag_generate::DEFAULT_ABSTAIN_THRESHOLD),
         };
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&cfg.abstain_threshold),
+            "abstain_threshold is a probability: between 0 and 1"
+        );
         anyhow::ensure!(
             cfg.chunk_tokens >= 16 && cfg.chunk_tokens <= 254,
             "chunk_tokens must be between 16 and 254 (the embedding model reads 256 tokens)"

@@ -481,6 +481,7 @@ impl Engine {
                     n_gpu_layers: self.config.gpu_layers,
                     max_answer_tokens: self.config.max_answer_tokens,
                     threads: self.config.threads.map(|t| t as i32),
+                    abstain_threshold: self.config.abstain_threshold,
                     ..GeneratorConfig::default()
                 };
                 let g = tokio::task::spawn_blocking(move || Generator::load(cfg)).await??;
@@ -514,6 +515,7 @@ impl Engine {
                 sources: Vec::new(),
                 json: None,
                 verification: None,
+                null_probability: None,
                 timings: sovrag_generate::Timings::default(),
             });
         }

@@ -31,6 +31,7 @@ pub struct QaOptions {
     pub passages: usize,
     pub constrain: bool,
     pub predictions_out: Option<PathBuf>,
+    pub na_prob_out: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -268,6 +269,7 @@ pub async fn run(mut config: Config, dir: &Path, opts: QaOptions, json: bool) ->
         .map_or_else(|| "default".to_owned(), |p| p.display().to_string());
 
     let mut preds: HashMap<String, String> = HashMap::new();
+    let mut na_probs: HashMap<String, f32> = HashMap::new();
     let (mut times, mut first_tokens, mut verify_times) = (Vec::new(), Vec::new(), Vec::new());
     let (mut prefill_tok, mut prefill_s, mut decode_tok, mut decode_s, mut grammar_s) =
         (0usize, 0f64, 0usize, 0f64, 0f64);
@@ -337,18 +339,24 @@ pub async fn run(mut config: Config, dir: &Path, opts: QaOptions, json: bool) ->
             }
         });
         eprintln!(
-            "eval: {}/{} {:.1}s {} -> {:?}{dropped}",
+            "eval: {}/{} {:.1}s {} p(null) {:.3} -> {:?}{dropped}",
             i + 1,
             questions.len(),
             started.elapsed().as_secs_f64(),
             q.id,
+            a.null_probability.unwrap_or(0.0),
             pred
         );
         preds.insert(q.id.clone(), pred);
+        na_probs.insert(q.id.clone(), a.null_probability.unwrap_or(0.0));
     }
 
     if let Some(out) = &opts.predictions_out {
         std::fs::write(out, serde_json::to_vec_pretty(&preds)?)
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    if let Some(out) = &opts.na_prob_out {
+        std::fs::write(out, serde_json::to_vec_pretty(&na_probs)?)
             .with_context(|| format!("writing {}", out.display()))?;
     }
     let asked: HashMap<String, Vec<String>> = questions
@@ -387,6 +395,7 @@ pub async fn run(mut config: Config, dir: &Path, opts: QaOptions, json: bool) ->
             "abstained": share(abstained, questions.len()),
             "passages": opts.passages,
             "verify": verify,
+            "abstain_threshold": config.abstain_threshold,
             "grammar": opts.constrain,
             "model": model,
             "chat_template": generator.uses_chat_template(),
