@@ -2,7 +2,8 @@
 Turns files on disk into embedded chunks, ready to be stored.
 
 `sovrag-ingest` owns the first half of the pipeline: walking a folder ([`walk`]), reading a
-file defensively ([`load`]), splitting its text along its structure to a token budget while
+file defensively ([`load`]), reading PDF, HTML, DOCX, ODT, PPTX and EPUB documents in
+isolated worker processes ([`extract`]), splitting its text along its structure to a token budget while
 keeping 1-based line spans ([`chunk`]), and embedding text with all-MiniLM-L6-v2 through
 fastembed and a dynamically loaded ONNX Runtime ([`embed`]). Model files are located and
 checked by [`models`].
@@ -25,6 +26,7 @@ let vectors = embedder.embed_documents(&chunks.iter().map(|c| c.embed_text(&doc.
 
 pub mod chunk;
 pub mod embed;
+pub mod extract;
 pub mod load;
 pub mod models;
 pub mod walk;

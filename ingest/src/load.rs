@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::extract::{Extractor, Format};
 use crate::{Error, Result};
 
 /// A file read into memory, ready to chunk.
@@ -36,6 +37,56 @@ const SNIFF_BYTES: usize = 8000;
 /// is empty or whitespace-only, or looks binary (a NUL byte in the first 8000 bytes).
 /// Invalid UTF-8 is decoded with U+FFFD replacements and a warning.
 pub fn load_file(path: &Path, max_bytes: u64) -> Result<Document> {
+    let skipped = |reason: String| Error::Skipped {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = read_bytes(path, max_bytes)?;
+    if bytes[..bytes.len().min(SNIFF_BYTES)].contains(&0) {
+        return Err(skipped("binary file (contains NUL bytes)".into()));
+    }
+    let content_hash = hex::encode(Sha256::digest(&bytes));
+    let (text, warning) = match String::from_utf8(bytes) {
+        Ok(t) => (t, None),
+        Err(e) => (
+            String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            Some(format!(
+                "{}: invalid UTF-8 at byte {}; decoded with replacement characters",
+                path.display(),
+                e.utf8_error().valid_up_to()
+            )),
+        ),
+    };
+    if text.trim().is_empty() {
+        return Err(skipped("empty file".into()));
+    }
+    let markdown = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "md" | "markdown" | "mdx"));
+    let title = markdown
+        .then(|| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("# ").map(|t| t.trim().to_string()))
+        })
+        .flatten()
+        .unwrap_or_else(|| {
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+    Ok(Document {
+        path: path.to_path_buf(),
+        text,
+        content_hash,
+        title,
+        markdown,
+        warning,
+    })
+}
+
+/// Reads `path` whole: a regular file of at most `max_bytes`, never blocking on a FIFO.
+fn read_bytes(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
     let skipped = |reason: String| Error::Skipped {
         path: path.to_path_buf(),
         reason,
@@ -77,46 +128,42 @@ pub fn load_file(path: &Path, max_bytes: u64) -> Result<Document> {
     if bytes.len() as u64 > max_bytes {
         return Err(skipped("grew over the size limit while being read".into()));
     }
-    if bytes[..bytes.len().min(SNIFF_BYTES)].contains(&0) {
-        return Err(skipped("binary file (contains NUL bytes)".into()));
+    Ok(bytes)
+}
+
+/// Reads `path` as [`load_file`] does, except that documents of a format in
+/// [`Format`] (PDF, HTML, DOCX, ODT, PPTX, EPUB) are read through `extractor`.
+pub fn load_document(path: &Path, max_bytes: u64, extractor: &Extractor) -> Result<Document> {
+    if Format::of(path).is_none() {
+        return load_file(path, max_bytes);
     }
-    let content_hash = hex::encode(Sha256::digest(&bytes));
-    let (text, warning) = match String::from_utf8(bytes) {
-        Ok(t) => (t, None),
-        Err(e) => (
-            String::from_utf8_lossy(e.as_bytes()).into_owned(),
-            Some(format!(
-                "{}: invalid UTF-8 at byte {}; decoded with replacement characters",
-                path.display(),
-                e.utf8_error().valid_up_to()
-            )),
-        ),
-    };
-    if text.trim().is_empty() {
-        return Err(skipped("empty file".into()));
-    }
-    let markdown = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "md" | "markdown" | "mdx"));
-    let title = markdown
-        .then(|| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("# ").map(|t| t.trim().to_string()))
-        })
-        .flatten()
-        .unwrap_or_else(|| {
-            path.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        });
+    let bytes = read_bytes(path, max_bytes)?;
+    // The extractor's version is part of the hash: a file indexed as raw text before (HTML)
+    // or by an older extractor counts as changed and is read again.
+    let content_hash = format!(
+        "{}-{}",
+        hex::encode(Sha256::digest(&bytes)),
+        crate::extract::VERSION
+    );
+    drop(bytes);
+    let e = extractor
+        .extract(path, &content_hash)
+        .map_err(|f| Error::Skipped {
+            path: path.to_path_buf(),
+            reason: f.to_string(),
+        })?;
+    let title = e.title.clone().unwrap_or_else(|| {
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
     Ok(Document {
         path: path.to_path_buf(),
-        text,
+        text: e.text,
         content_hash,
         title,
-        markdown,
-        warning,
+        markdown: true,
+        warning: None,
     })
 }
 

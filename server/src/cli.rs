@@ -113,6 +113,16 @@ pub enum Command {
     /// Check the index against the files under PATHS and against itself: every indexable
     /// file indexed with its current text, nothing else indexed, no duplicate chunks, the
     /// vector store and text index in agreement. Exits 1 on any violation.
+    /// Print the text sovrag indexes for FILE (PDF, HTML, DOCX, ODT, PPTX, EPUB or text), with
+    /// line numbers as citations give them and page or slide markers, to see why something
+    /// is or is not found.
+    Extract {
+        /// The file.
+        file: PathBuf,
+        /// Print JSON: {"path", "format", "title", "pages": [{page, start_line}], "text"}.
+        #[arg(long)]
+        json: bool,
+    },
     Verify {
         /// Folders that were indexed or watched.
         #[arg(required = true)]

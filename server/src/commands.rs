@@ -40,6 +40,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Serve => serve(config).await,
         Command::Status { json } => status(config, json).await,
         Command::Verify { paths, json } => verify(config, &paths, json).await,
+        Command::Extract { file, json } => extract(&config, &file, json),
         Command::Eval {
             beir,
             qa,
@@ -339,6 +340,55 @@ async fn verify(config: Config, paths: &[std::path::PathBuf], json: bool) -> Res
     }
     if !v.violations.is_empty() {
         std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// `sovrag extract FILE`: the text indexing reads, through the same worker and limits.
+fn extract(config: &Config, file: &Path, json: bool) -> Result<()> {
+    use sovrag_ingest::extract::Format;
+    // Not through the cache: the point is to see what extraction does now.
+    let x = crate::engine::extractor(config, false)?;
+    let format = Format::of(file);
+    let (text, title, pages) = match format {
+        Some(_) => {
+            let e = x
+                .extract(file, "")
+                .map_err(|f| anyhow::anyhow!("{}: {f}", file.display()))?;
+            (e.text, e.title, e.pages)
+        }
+        None => {
+            let d = sovrag_ingest::load::load_document(file, config.max_file_bytes, &x)?;
+            (d.text, Some(d.title), Vec::new())
+        }
+    };
+    let page_name = format.and_then(Format::page_name).unwrap_or("page");
+    if json {
+        let pages: Vec<_> = pages
+            .iter()
+            .enumerate()
+            .map(|(i, l)| serde_json::json!({"page": i + 1, "start_line": l}))
+            .collect();
+        let v = serde_json::json!({
+            "path": file.display().to_string(),
+            "format": format.map_or_else(|| "text".to_owned(), |f| format!("{f:?}").to_lowercase()),
+            "title": title,
+            "page_name": page_name,
+            "pages": pages,
+            "lines": text.split('\n').count(),
+            "text": text,
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    let mut next = pages.iter().enumerate().peekable();
+    for (i, line) in text.split('\n').enumerate() {
+        let n = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        while let Some((p, _)) = next.next_if(|&(_, &start)| start <= n) {
+            writeln!(out, "      ── {page_name} {} ──", p + 1)?;
+        }
+        writeln!(out, "{n:>5}  {line}")?;
     }
     Ok(())
 }

@@ -64,6 +64,10 @@ pub struct Settings {
     /// [default: 0.02]
     #[arg(long, global = true, env = "SOVRAG_ABSTAIN_THRESHOLD")]
     pub abstain_threshold: Option<f32>,
+    /// Seconds a PDF or office document may take to extract before its worker is killed
+    /// and the file skipped ("timeout"). [default: 30]
+    #[arg(long, global = true, env = "SOVRAG_EXTRACT_TIMEOUT")]
+    pub extract_timeout: Option<u64>,
 }
 
 /// A switch, as the command line spells it.
@@ -102,6 +106,7 @@ pub struct FileConfig {
     threads: Option<usize>,
     verify: Option<OnOff>,
     abstain_threshold: Option<f32>,
+    extract_timeout: Option<u64>,
 }
 
 /// The resolved settings the engine and server run with.
@@ -124,6 +129,8 @@ pub struct Config {
     /// Verify answers (see `Settings::verify`).
     pub verify: bool,
     pub abstain_threshold: f32,
+    /// Seconds per extracted document (see `Settings::extract_timeout`).
+    pub extract_timeout: u64,
 }
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:7878";
@@ -178,6 +185,11 @@ impl Config {
                 .abstain_threshold
                 .or(f.abstain_threshold)
                 .unwrap_or(sovrag_generate::DEFAULT_ABSTAIN_THRESHOLD),
+            extract_timeout: over
+                .extract_timeout
+                .or(f.extract_timeout)
+                .unwrap_or(30)
+                .max(1),
         };
         anyhow::ensure!(
             (0.0..=1.0).contains(&cfg.abstain_threshold),

@@ -11,6 +11,7 @@ use serde::Serialize;
 use sovrag_generate::{Answer, AskOptions, Generator, GeneratorConfig, Passage};
 use sovrag_ingest::chunk::{Chunker, doc_id, embed_text};
 use sovrag_ingest::embed::Embedder;
+use sovrag_ingest::extract::{Extractor, Isolation, Limits};
 use sovrag_ingest::models::ModelPaths;
 use sovrag_ingest::{load, walk};
 use sovrag_retrieve::{Change, ChunkRecord, Hit, SearchMode, StageTimes, Store};
@@ -28,6 +29,8 @@ pub struct Engine {
     /// Loaded on first use: `status` and `verify` never need it.
     embedder: tokio::sync::OnceCell<Arc<Embedder>>,
     chunker: Arc<Chunker>,
+    /// Reads PDFs and office documents in worker processes (`sovrag __extract-worker`).
+    extractor: Arc<Extractor>,
     store: Store,
     generator: tokio::sync::OnceCell<Arc<Generator>>,
     /// Last problem seen per path (skipped or failed files), for `status`.
@@ -157,11 +160,13 @@ impl Engine {
         let store = Store::open(&config.data_dir)
             .await
             .with_context(|| format!("opening the index in {}", config.data_dir.display()))?;
+        let extractor = extractor(&config, true)?;
         Ok(Arc::new(Engine {
             config,
             models,
             embedder: tokio::sync::OnceCell::new(),
             chunker: Arc::new(chunker),
+            extractor: Arc::new(extractor),
             store,
             generator: tokio::sync::OnceCell::new(),
             problems: Mutex::new(BTreeMap::new()),
@@ -297,7 +302,8 @@ impl Engine {
     async fn write_batch(&self, files: Vec<PathBuf>, known: Arc<Indexed>) -> Result<IndexReport> {
         let (chunker, max) = (self.chunker.clone(), self.config.max_file_bytes);
         let k = known.clone();
-        let read = tokio::task::spawn_blocking(move || read_files(&files, &k, max)).await?;
+        let x = self.extractor.clone();
+        let read = tokio::task::spawn_blocking(move || read_files(&files, &k, max, &x)).await?;
         // Vectors of chunks whose text is unchanged are reused: an edit re-embeds only what
         // changed, a moved or renamed file (same content hash) nothing at all. Only paths and
         // contents the index holds are looked up: each lookup scans the vector table, and a
@@ -613,7 +619,7 @@ impl Engine {
                 v.files += 1;
                 let chunks = by_path.get(key.as_str()).cloned().unwrap_or_default();
                 seen.insert(key.clone());
-                match load::load_file(&f, self.config.max_file_bytes) {
+                match load::load_document(&f, self.config.max_file_bytes, &self.extractor) {
                     Ok(doc) => check_file(&key, &doc, &chunks, &mut v.violations),
                     Err(e) if !chunks.is_empty() => v
                         .violations
@@ -635,6 +641,22 @@ impl Engine {
         }
         Ok(v)
     }
+}
+
+/// Extraction for `config`: workers are this binary, run as `sovrag __extract-worker FILE`;
+/// with `cached`, results are kept under the data dir by content hash.
+pub fn extractor(config: &Config, cached: bool) -> Result<Extractor> {
+    let exe =
+        std::env::current_exe().context("finding the sovrag binary to run extraction workers")?;
+    let limits = Limits {
+        max_file_bytes: config.max_file_bytes,
+        timeout_secs: config.extract_timeout,
+        ..Limits::default()
+    };
+    Ok(Extractor::new(
+        Isolation::new(exe, vec![crate::EXTRACT_WORKER.into()], limits),
+        cached.then(|| config.data_dir.join("extracted")),
+    ))
 }
 
 /// Compares one file's stored chunks with its current content (see [`Engine::verify`]).
@@ -699,14 +721,14 @@ struct Read {
 }
 
 /// Reads `files`, keeping the ones whose content changed (blocking work).
-fn read_files(files: &[PathBuf], known: &Indexed, max_bytes: u64) -> Read {
+fn read_files(files: &[PathBuf], known: &Indexed, max_bytes: u64, x: &Extractor) -> Read {
     let mut report = IndexReport::default();
     let mut problems = Vec::new();
     let mut docs = Vec::new();
     let mut unreadable = Vec::new();
     for f in files {
         let key = path_key(f);
-        match load::load_file(f, max_bytes) {
+        match load::load_document(f, max_bytes, x) {
             Ok(doc) => {
                 if let Some(w) = &doc.warning {
                     tracing::warn!("{w}");

@@ -4,6 +4,7 @@ mod util;
 
 mod cli;
 mod corpus;
+mod documents;
 mod eval;
 mod http;
 mod setup;

@@ -1,0 +1,477 @@
+//! The zip-of-XML formats: DOCX, ODT, PPTX and EPUB.
+//!
+//! Members are read through a budget ([`Limits::max_decompressed_bytes`] for the whole
+//! file), counted as they decompress rather than trusted from the zip's headers, so a zip
+//! bomb stops at the cap with `TooLarge`.
+
+use std::collections::HashMap;
+use std::io::{Cursor, Read};
+
+use quick_xml::events::{BytesStart, Event};
+use zip::ZipArchive;
+
+use super::{Extracted, Failure, Format, Limits, TextBuilder, html};
+
+/// A zip archive and what may still be decompressed from it.
+struct Archive<'a> {
+    zip: ZipArchive<Cursor<&'a [u8]>>,
+    budget: u64,
+}
+
+impl<'a> Archive<'a> {
+    fn open(bytes: &'a [u8], limits: &Limits, what: &str) -> Result<Self, Failure> {
+        let zip = ZipArchive::new(Cursor::new(bytes))
+            .map_err(|e| Failure::Unreadable(format!("not a {what} (zip): {e}")))?;
+        Ok(Self {
+            zip,
+            budget: limits.max_decompressed_bytes,
+        })
+    }
+
+    /// The member `name`, or `None` where the archive has none.
+    fn read(&mut self, name: &str) -> Result<Option<Vec<u8>>, Failure> {
+        let mut file = match self.zip.by_name(name) {
+            Ok(f) => f,
+            Err(zip::result::ZipError::FileNotFound) => return Ok(None),
+            Err(zip::result::ZipError::UnsupportedArchive(m)) if m.contains("ncrypt") => {
+                return Err(Failure::Encrypted);
+            }
+            Err(e) => return Err(Failure::Unreadable(format!("{name}: {e}"))),
+        };
+        let mut out = Vec::new();
+        (&mut file)
+            .take(self.budget + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| Failure::Unreadable(format!("{name}: {e}")))?;
+        let n = out.len() as u64;
+        if n > self.budget {
+            return Err(Failure::TooLarge(format!(
+                "its parts decompress to more than the {} MB cap (a zip bomb?)",
+                self.budget >> 20
+            )));
+        }
+        self.budget -= n;
+        Ok(Some(out))
+    }
+
+    fn required(&mut self, name: &str, what: &str) -> Result<Vec<u8>, Failure> {
+        self.read(name)?
+            .ok_or_else(|| Failure::Unreadable(format!("not a {what}: no {name}")))
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.zip
+            .file_names()
+            .filter_map(Result::ok)
+            .map(|n| n.into_owned())
+            .collect()
+    }
+}
+
+/// One XML event, reduced to what the extractors look at.
+enum Xml<'e> {
+    Start(&'e BytesStart<'e>),
+    /// An element with no content (`<w:tab/>`); also reported as `Start` then `End`.
+    End(&'e str),
+    Text(&'e str),
+}
+
+/// Calls `f` for every event of `xml`, entities resolved.
+fn each_event(xml: &[u8], mut f: impl FnMut(Xml<'_>)) -> Result<(), Failure> {
+    let mut reader = quick_xml::Reader::from_reader(xml);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let event = reader
+            .read_event_into(&mut buf)
+            .map_err(|e| Failure::Unreadable(format!("malformed XML: {e}")))?;
+        match event {
+            Event::Start(e) => f(Xml::Start(&e)),
+            Event::Empty(e) => {
+                f(Xml::Start(&e));
+                f(Xml::End(e.local_name().into_inner()));
+            }
+            Event::End(e) => f(Xml::End(e.local_name().into_inner())),
+            Event::Text(t) => f(Xml::Text(&t.xml10_content())),
+            Event::CData(t) => f(Xml::Text(&t.xml10_content())),
+            Event::GeneralRef(r) => {
+                let name = r.xml10_content();
+                let resolved = match r.resolve_char_ref() {
+                    Ok(Some(c)) => Some(c.to_string()),
+                    _ => quick_xml::escape::resolve_predefined_entity(&name).map(str::to_owned),
+                };
+                if let Some(s) = resolved {
+                    f(Xml::Text(&s));
+                }
+            }
+            Event::Eof => return Ok(()),
+            _ => {}
+        }
+    }
+}
+
+fn local(e: &BytesStart<'_>) -> String {
+    e.local_name().into_inner().to_owned()
+}
+
+/// The value of the attribute whose local name is `name`.
+fn attr(e: &BytesStart<'_>, name: &str) -> Option<String> {
+    e.attributes()
+        .flatten()
+        .find(|a| a.key.local_name().into_inner() == name)
+        .and_then(|a| {
+            a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .ok()
+                .map(|v| v.into_owned())
+        })
+}
+
+/// DOCX: `word/document.xml`, headings from paragraph styles (`Heading 1`…, `Title`, or a
+/// style's outline level), as `styles.xml` names them.
+pub(crate) fn docx(bytes: &[u8], limits: &Limits) -> Result<Extracted, Failure> {
+    let mut zip = Archive::open(bytes, limits, "DOCX")?;
+    if zip.read("EncryptionInfo")?.is_some() {
+        return Err(Failure::Encrypted);
+    }
+    let levels = match zip.read("word/styles.xml")? {
+        Some(xml) => docx_heading_styles(&xml)?,
+        None => HashMap::new(),
+    };
+    let xml = zip.required("word/document.xml", "DOCX")?;
+    let mut b = TextBuilder::default();
+    let mut para = String::new();
+    let mut level: Option<usize> = None;
+    let mut in_text = false;
+    each_event(&xml, |ev| match ev {
+        Xml::Start(e) => match e.local_name().into_inner() {
+            "p" => {
+                para.clear();
+                level = None;
+            }
+            "pStyle" => {
+                level = attr(e, "val").and_then(|v| levels.get(&v).copied());
+            }
+            "t" => in_text = true,
+            "ta" => para.push('\t'),
+            "br" | "cr" => para.push('\n'),
+            _ => {}
+        },
+        Xml::End(name) => match name {
+            "t" => in_text = false,
+            "p" => {
+                match level {
+                    Some(l) => b.heading(l, &para),
+                    None => b.paragraph(&para),
+                }
+                para.clear();
+            }
+            _ => {}
+        },
+        Xml::Text(t) if in_text => para.push_str(t),
+        Xml::Text(_) => {}
+    })?;
+    let (text, _) = b.finish();
+    Ok(Extracted {
+        format: Format::Docx,
+        text,
+        pages: Vec::new(),
+        title: None,
+    })
+}
+
+/// Style id → heading level, for the styles that are headings.
+fn docx_heading_styles(xml: &[u8]) -> Result<HashMap<String, usize>, Failure> {
+    let mut out = HashMap::new();
+    let mut id: Option<String> = None;
+    each_event(xml, |ev| {
+        if let Xml::Start(e) = ev {
+            match e.local_name().into_inner() {
+                "style" => id = attr(e, "styleId"),
+                "name" => {
+                    if let (Some(id), Some(name)) = (&id, attr(e, "val")) {
+                        let name = name.to_ascii_lowercase();
+                        let level = if name == "title" {
+                            Some(1)
+                        } else {
+                            name.strip_prefix("heading ")
+                                .and_then(|n| n.trim().parse::<usize>().ok())
+                        };
+                        if let Some(l) = level {
+                            out.insert(id.clone(), l);
+                        }
+                    }
+                }
+                "outlineLvl" => {
+                    if let (Some(id), Some(l)) =
+                        (&id, attr(e, "val").and_then(|v| v.parse::<usize>().ok()))
+                    {
+                        out.entry(id.clone()).or_insert(l + 1);
+                    }
+                }
+                _ => {}
+            }
+        }
+    })?;
+    Ok(out)
+}
+
+/// ODT: `content.xml`, headings from `text:h` and their outline level.
+pub(crate) fn odt(bytes: &[u8], limits: &Limits) -> Result<Extracted, Failure> {
+    let mut zip = Archive::open(bytes, limits, "ODT")?;
+    if let Some(manifest) = zip.read("META-INF/manifest.xml")?
+        && String::from_utf8_lossy(&manifest).contains("encryption-data")
+    {
+        return Err(Failure::Encrypted);
+    }
+    let xml = zip.required("content.xml", "ODT")?;
+    let mut b = TextBuilder::default();
+    // Paragraphs nest (a footnote's paragraph inside a paragraph): a stack of open ones.
+    let mut open: Vec<(Option<usize>, String)> = Vec::new();
+    let mut in_body = false;
+    each_event(&xml, |ev| match ev {
+        Xml::Start(e) => match e.local_name().into_inner() {
+            "body" => in_body = true,
+            "h" => {
+                let level = attr(e, "outline-level")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1);
+                open.push((Some(level), String::new()));
+            }
+            "p" => open.push((None, String::new())),
+            "s" => {
+                if let Some((_, t)) = open.last_mut() {
+                    let n = attr(e, "c").and_then(|v| v.parse().ok()).unwrap_or(1usize);
+                    t.push_str(&" ".repeat(n.min(64)));
+                }
+            }
+            "ta" => {
+                if let Some((_, t)) = open.last_mut() {
+                    t.push('\t');
+                }
+            }
+            "line-break" => {
+                if let Some((_, t)) = open.last_mut() {
+                    t.push('\n');
+                }
+            }
+            _ => {}
+        },
+        Xml::End(name) => {
+            if matches!(name, "h" | "p")
+                && let Some((level, text)) = open.pop()
+            {
+                match level {
+                    Some(l) => b.heading(l, &text),
+                    None => b.paragraph(&text),
+                }
+            }
+        }
+        Xml::Text(t) if in_body => {
+            if let Some((_, buf)) = open.last_mut() {
+                buf.push_str(t);
+            }
+        }
+        Xml::Text(_) => {}
+    })?;
+    let (text, _) = b.finish();
+    Ok(Extracted {
+        format: Format::Odt,
+        text,
+        pages: Vec::new(),
+        title: None,
+    })
+}
+
+/// PPTX: each slide (in the order the presentation lists them) is a page; a title
+/// placeholder's text is the slide's heading.
+pub(crate) fn pptx(bytes: &[u8], limits: &Limits) -> Result<Extracted, Failure> {
+    let mut zip = Archive::open(bytes, limits, "PPTX")?;
+    let slides = pptx_slide_order(&mut zip)?;
+    if slides.is_empty() {
+        return Err(Failure::Unreadable("not a PPTX: no slides".into()));
+    }
+    let mut b = TextBuilder::default();
+    for name in slides {
+        let Some(xml) = zip.read(&name)? else {
+            continue;
+        };
+        b.page();
+        let mut para = String::new();
+        let mut title = false;
+        let mut in_text = false;
+        each_event(&xml, |ev| match ev {
+            Xml::Start(e) => match e.local_name().into_inner() {
+                "ph" => {
+                    title = matches!(attr(e, "type").as_deref(), Some("title" | "ctrTitle"));
+                }
+                "p" => para.clear(),
+                "t" => in_text = true,
+                "br" => para.push('\n'),
+                _ => {}
+            },
+            Xml::End(name) => match name {
+                "t" => in_text = false,
+                "p" => {
+                    if title {
+                        b.heading(2, &para);
+                    } else {
+                        b.paragraph(&para);
+                    }
+                    para.clear();
+                }
+                "sp" => title = false,
+                _ => {}
+            },
+            Xml::Text(t) if in_text => para.push_str(t),
+            Xml::Text(_) => {}
+        })?;
+    }
+    let (text, pages) = b.finish();
+    Ok(Extracted {
+        format: Format::Pptx,
+        text,
+        pages,
+        title: None,
+    })
+}
+
+/// The slide parts in presentation order (`presentation.xml`'s list, through its
+/// relationships), else by the number in their names.
+fn pptx_slide_order(zip: &mut Archive<'_>) -> Result<Vec<String>, Failure> {
+    let mut targets: HashMap<String, String> = HashMap::new();
+    if let Some(rels) = zip.read("ppt/_rels/presentation.xml.rels")? {
+        each_event(&rels, |ev| {
+            if let Xml::Start(e) = ev
+                && local(e) == "Relationship"
+                && let (Some(id), Some(target)) = (attr(e, "Id"), attr(e, "Target"))
+            {
+                let target = target.trim_start_matches('/');
+                let path = if target.starts_with("ppt/") {
+                    target.to_owned()
+                } else {
+                    format!("ppt/{target}")
+                };
+                targets.insert(id, path);
+            }
+        })?;
+    }
+    let mut order = Vec::new();
+    if let Some(pres) = zip.read("ppt/presentation.xml")? {
+        each_event(&pres, |ev| {
+            if let Xml::Start(e) = ev
+                && local(e) == "sldId"
+                && let Some(t) = attr(e, "id").and_then(|id| targets.get(&id))
+            {
+                order.push(t.clone());
+            }
+        })?;
+    }
+    if order.is_empty() {
+        let mut slides: Vec<(u32, String)> = zip
+            .names()
+            .into_iter()
+            .filter_map(|n| {
+                let k = n
+                    .strip_prefix("ppt/slides/slide")?
+                    .strip_suffix(".xml")?
+                    .parse()
+                    .ok()?;
+                Some((k, n))
+            })
+            .collect();
+        slides.sort();
+        order = slides.into_iter().map(|(_, n)| n).collect();
+    }
+    Ok(order)
+}
+
+/// EPUB: the spine's XHTML chapters in reading order, each through the HTML extractor.
+pub(crate) fn epub(bytes: &[u8], limits: &Limits) -> Result<Extracted, Failure> {
+    let mut zip = Archive::open(bytes, limits, "EPUB")?;
+    // Encrypted fonts are only obfuscated (IDPF font mangling); encrypted chapters are DRM.
+    if let Some(enc) = zip.read("META-INF/encryption.xml")? {
+        let mut chapters = false;
+        each_event(&enc, |ev| {
+            if let Xml::Start(e) = ev
+                && local(e) == "CipherReference"
+                && let Some(uri) = attr(e, "URI")
+            {
+                let uri = uri.to_ascii_lowercase();
+                chapters |= [".xhtml", ".html", ".htm", ".xml"]
+                    .iter()
+                    .any(|x| uri.ends_with(x));
+            }
+        })?;
+        if chapters {
+            return Err(Failure::Encrypted);
+        }
+    }
+    let container = zip.required("META-INF/container.xml", "EPUB")?;
+    let mut opf_path = None;
+    each_event(&container, |ev| {
+        if let Xml::Start(e) = ev
+            && local(e) == "rootfile"
+            && opf_path.is_none()
+        {
+            opf_path = attr(e, "full-path");
+        }
+    })?;
+    let opf_path =
+        opf_path.ok_or_else(|| Failure::Unreadable("not an EPUB: no rootfile".into()))?;
+    let opf = zip.required(&opf_path, "EPUB")?;
+    let base = opf_path.rsplit_once('/').map_or("", |(d, _)| d).to_owned();
+    let mut manifest: HashMap<String, String> = HashMap::new();
+    let mut spine: Vec<String> = Vec::new();
+    let mut title = String::new();
+    let mut in_title = false;
+    each_event(&opf, |ev| match ev {
+        Xml::Start(e) => match e.local_name().into_inner() {
+            "item" => {
+                if let (Some(id), Some(href)) = (attr(e, "id"), attr(e, "href")) {
+                    manifest.insert(id, href);
+                }
+            }
+            "itemref" => {
+                if let Some(id) = attr(e, "idref") {
+                    spine.push(id);
+                }
+            }
+            "title" => in_title = title.is_empty(),
+            _ => {}
+        },
+        Xml::End("title") => in_title = false,
+        Xml::End(_) => {}
+        Xml::Text(t) if in_title => title.push_str(t),
+        Xml::Text(_) => {}
+    })?;
+    let mut b = TextBuilder::default();
+    for id in &spine {
+        let Some(href) = manifest.get(id) else {
+            continue;
+        };
+        let href = href
+            .split('#')
+            .next()
+            .unwrap_or_default()
+            .replace("%20", " ");
+        let path = if base.is_empty() {
+            href
+        } else {
+            format!("{base}/{href}")
+        };
+        let Some(chapter) = zip.read(&path)? else {
+            tracing::debug!(%path, "EPUB spine item missing");
+            continue;
+        };
+        let doc = scraper::Html::parse_document(&String::from_utf8_lossy(&chapter));
+        html::walk(&doc, &mut b);
+    }
+    let (text, _) = b.finish();
+    let title = super::squash(&title);
+    Ok(Extracted {
+        format: Format::Epub,
+        text,
+        pages: Vec::new(),
+        title: (!title.is_empty()).then_some(title),
+    })
+}

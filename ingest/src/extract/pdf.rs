@@ -1,0 +1,50 @@
+//! PDF text layers, page by page, through `pdf_oxide` (pure Rust).
+//!
+//! A page that fails to read is left empty and the others are kept: a broken object on
+//! page 40 should not cost the other 199 pages. A PDF encrypted with the empty user password
+//! (common: "no copying" flags) is read; one that needs a real password is `Encrypted`.
+
+use pdf_oxide::document::PdfDocument;
+use pdf_oxide::error::Error as PdfError;
+
+use super::{Extracted, Failure, Format, TextBuilder};
+
+pub(crate) fn extract(bytes: &[u8]) -> Result<Extracted, Failure> {
+    let doc = PdfDocument::from_bytes(bytes.to_vec()).map_err(|e| match e {
+        PdfError::EncryptedPdf => Failure::Encrypted,
+        e => Failure::Unreadable(format!("not a readable PDF: {e}")),
+    })?;
+    if doc.is_encrypted() && !doc.authenticate(b"").unwrap_or(false) {
+        return Err(Failure::Encrypted);
+    }
+    let pages = doc
+        .page_count()
+        .map_err(|e| Failure::Unreadable(format!("no page tree: {e}")))?;
+    let mut b = TextBuilder::default();
+    let mut failed = 0usize;
+    for i in 0..pages {
+        b.page();
+        match doc.extract_text(i) {
+            Ok(text) => b.paragraph(&text),
+            Err(PdfError::EncryptedPdf) => return Err(Failure::Encrypted),
+            Err(e) => {
+                failed += 1;
+                tracing::debug!(page = i + 1, "PDF page unreadable: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        tracing::info!(
+            failed,
+            pages,
+            "PDF pages without readable text were left empty"
+        );
+    }
+    let (text, pages) = b.finish();
+    Ok(Extracted {
+        format: Format::Pdf,
+        text,
+        pages,
+        title: None,
+    })
+}
