@@ -74,15 +74,6 @@ impl Extractor {
         }
         result
     }
-
-    /// The cached extraction of content `key`, if there is one.
-    pub fn cached(&self, key: &str) -> Option<Extracted> {
-        let file = self.cache.as_ref()?.join(format!("{key}.json"));
-        let bytes = std::fs::read(file).ok()?;
-        serde_json::from_slice::<Result<Extracted, Failure>>(&bytes)
-            .ok()?
-            .ok()
-    }
 }
 
 /// The formats read through extraction.
