@@ -54,9 +54,12 @@ pub(crate) fn citation(passages: &[Passage], n: u32, verified: bool) -> Option<C
     Some(Citation {
         n,
         path: p.path.clone(),
+        doc_id: p.doc_id.clone(),
         start_line: p.start_line,
         end_line: p.end_line,
         text: p.text.clone(),
+        page: p.page,
+        section: p.section.clone(),
         verified,
     })
 }
@@ -117,6 +120,23 @@ pub(crate) fn markers(text: &str) -> Vec<Marker> {
             None => i = start + 1,
         }
     }
+    out
+}
+
+/// `sentence` with its markers replaced by one marker `[n]`, where the first one was.
+pub(crate) fn recited(sentence: &str, n: u32) -> String {
+    let ms = markers(sentence);
+    let Some(first) = ms.first() else {
+        return sentence.to_owned();
+    };
+    let mut out = sentence[..first.start].to_owned();
+    out.push_str(&format!("[{n}]"));
+    let mut last = first.end;
+    for m in &ms[1..] {
+        out.push_str(sentence[last..m.start].trim_end());
+        last = m.end;
+    }
+    out.push_str(&sentence[last..]);
     out
 }
 
@@ -323,6 +343,7 @@ mod tests {
             start_line: 1,
             end_line: 3,
             text: text.to_owned(),
+            ..Default::default()
         }
     }
 
@@ -486,5 +507,16 @@ mod tests {
         assert_eq!(text, "Something.");
         assert!(cites.is_empty());
         assert_eq!(dropped, vec![1]);
+    }
+
+    #[test]
+    fn a_sentence_is_recited_where_its_markers_were() {
+        assert_eq!(
+            recited("The ferry leaves at seven [2].", 1),
+            "The ferry leaves at seven [1]."
+        );
+        assert_eq!(recited("Owls hunt. [2][3]", 1), "Owls hunt. [1]");
+        assert_eq!(recited("Owls [2] hunt [3].", 4), "Owls [4] hunt.");
+        assert_eq!(recited("No markers.", 1), "No markers.");
     }
 }

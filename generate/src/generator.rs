@@ -576,7 +576,8 @@ impl<'m> Worker<'m> {
         answer.null_probability = Some(p_null);
         emit(prompt::SHORT_PREFIX);
         timings.first_token_seconds = asked.elapsed().as_secs_f64();
-        if opts.constrain && p_null >= self.cfg.abstain_threshold {
+        let threshold = opts.abstain_threshold.unwrap_or(self.cfg.abstain_threshold);
+        if opts.constrain && p_null >= threshold {
             let rest = " null, \"citations\": []}";
             emit(rest);
             answer.json = serde_json::from_str(&format!("{}{rest}", prompt::SHORT_PREFIX)).ok();
@@ -610,6 +611,7 @@ impl<'m> Worker<'m> {
                     } else {
                         Vec::new()
                     },
+                    recited: usize::from(!holding.is_empty() && holding != cited),
                     seconds: started.elapsed().as_secs_f64(),
                 });
                 if holding.is_empty() {
@@ -677,7 +679,7 @@ impl<'m> Worker<'m> {
     ) -> Result<(String, Verification)> {
         let started = Instant::now();
         let mut v = Verification::default();
-        let mut kept: Vec<&str> = Vec::new();
+        let mut kept: Vec<String> = Vec::new();
         for (s, e) in cite::sentences(draft) {
             let sentence = draft[s..e].trim();
             let numbers: Vec<u32> = cite::markers(sentence)
@@ -697,7 +699,17 @@ impl<'m> Worker<'m> {
             let claim = claim.replace(" .", ".");
             v.checked += 1;
             if self.supported(passages, &numbers, &claim)? {
-                kept.push(sentence);
+                kept.push(sentence.to_owned());
+            } else if let Some(k) = recite(passages, &numbers, &claim) {
+                // Small models often cite the neighbour of the passage they copied from: the
+                // claim stays, with the passage whose words it repeats.
+                tracing::info!(
+                    sentence,
+                    to = k,
+                    "verification: re-cited to the passage that holds it"
+                );
+                v.recited += 1;
+                kept.push(cite::recited(sentence, k));
             } else {
                 tracing::info!(
                     sentence,
@@ -961,6 +973,19 @@ fn choice_tokens(model: &LlamaModel) -> (Vec<LlamaToken>, Vec<LlamaToken>) {
     (nulls, quotes)
 }
 
+/// The passage, other than those `cited`, whose words cover `claim` best, if they cover it
+/// well enough for the lexical test to call it supported.
+fn recite(passages: &[Passage], cited: &[u32], claim: &str) -> Option<u32> {
+    passages
+        .iter()
+        .zip(1u32..)
+        .filter(|(_, k)| !cited.contains(k))
+        .filter_map(|(p, k)| Some((cite::lexical_support(claim, &[p.text.trim()])?, k)))
+        .filter(|&(x, _)| x >= LEXICAL_SUPPORTED)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
+}
+
 /// The passages that hold `phrase` (case and spacing aside): those of `cited` that do, or
 /// where none does, every passage that does, so that the answer cites where its words are.
 /// Empty when no passage holds it: the phrase was not copied, whatever it cites.
@@ -1137,12 +1162,32 @@ mod tests {
         GEN.get_or_init(|| Generator::load(config(default_path(), 4096)).expect("load model"))
     }
 
+    #[test]
+    fn a_claim_is_recited_only_to_a_passage_that_holds_its_words() {
+        let ps = [
+            passage(
+                "a.md",
+                1,
+                "The ferry to Skellig leaves at seven in the morning.",
+            ),
+            passage("b.md", 1, "The barn owl hunts at dusk."),
+        ];
+        let claim = "The ferry to Skellig leaves at seven in the morning.";
+        assert_eq!(recite(&ps, &[2], claim), Some(1));
+        assert_eq!(recite(&ps, &[1], claim), None);
+        assert_eq!(
+            recite(&ps, &[2], "The ferry sinks in a storm off Kerry."),
+            None
+        );
+    }
+
     fn passage(path: &str, start_line: u32, text: &str) -> Passage {
         Passage {
             path: path.to_owned(),
             start_line,
             end_line: start_line + u32::try_from(text.lines().count()).unwrap_or(1) - 1,
             text: text.to_owned(),
+            ..Default::default()
         }
     }
 
@@ -1395,21 +1440,14 @@ mod tests {
 
     #[test]
     fn short_answer_abstains_at_its_threshold_without_decoding() {
-        let load = |t: f32| {
-            Generator::load(GeneratorConfig {
-                abstain_threshold: t,
-                max_answer_tokens: 64,
-                ..config(tiny_path(), 2048)
-            })
-            .expect("load")
-        };
-        let opts = AskOptions {
+        let opts = |t: f32| AskOptions {
             kind: AnswerKind::Short,
+            abstain_threshold: Some(t),
             ..no_verify()
         };
         let q = "Which port does the HTTP API listen on?";
-        let a = load(0.0)
-            .answer(q, &docs(), &opts, &mut |_| {})
+        let a = tiny()
+            .answer(q, &docs(), &opts(0.0), &mut |_| {})
             .expect("answer");
         assert!(a.abstained, "{a:?}");
         assert_eq!(a.generated_tokens, 0);
@@ -1417,8 +1455,8 @@ mod tests {
         assert!(!a.sources.is_empty());
         assert_eq!(a.json.expect("JSON")["answer"], serde_json::Value::Null);
         // Above every probability: the phrase is always decoded.
-        let a = load(1.1)
-            .answer(q, &docs(), &opts, &mut |_| {})
+        let a = tiny()
+            .answer(q, &docs(), &opts(1.1), &mut |_| {})
             .expect("answer");
         assert!(!a.abstained, "{a:?}");
         assert!(a.generated_tokens > 0);
@@ -1429,17 +1467,13 @@ mod tests {
     fn short_answer_is_copied_from_the_passage_it_cites() {
         // Never abstaining: this is about copying and citing. (The default threshold, chosen
         // on SQuAD, abstains here: p(null) was 0.029 on this question.)
-        let g = Generator::load(GeneratorConfig {
-            abstain_threshold: 1.1,
-            ..config(default_path(), 4096)
-        })
-        .expect("load model");
-        let a = g
+        let a = default_model()
             .answer(
                 "Which port does the HTTP API listen on?",
                 &docs(),
                 &AskOptions {
                     kind: AnswerKind::Short,
+                    abstain_threshold: Some(1.1),
                     ..AskOptions::default()
                 },
                 &mut |_| {},

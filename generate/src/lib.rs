@@ -42,7 +42,7 @@ pub enum AnswerKind {
     /// The shortest phrase that answers the question (SQuAD-style), as JSON
     /// `{"answer": string|null, "citations": [n]}`; `answer` holds the phrase, or the
     /// abstention where the model's probability of null reaches
-    /// [`GeneratorConfig::abstain_threshold`].
+    /// [`AskOptions::abstain_threshold`].
     Short,
     /// JSON matching this JSON Schema (text), decoded under the grammar made from it.
     Schema(String),
@@ -60,6 +60,9 @@ pub struct AskOptions {
     /// Constrain decoding by the citation grammar (prose) or the schema (JSON). Off only
     /// to measure what the grammar costs.
     pub constrain: bool,
+    /// Short answers: abstain where the model's probability of null reaches this; `None`
+    /// takes [`GeneratorConfig::abstain_threshold`].
+    pub abstain_threshold: Option<f32>,
 }
 
 impl Default for AskOptions {
@@ -68,21 +71,31 @@ impl Default for AskOptions {
             kind: AnswerKind::Prose,
             verify: true,
             constrain: true,
+            abstain_threshold: None,
         }
     }
 }
 
 /// One retrieved passage: a span of lines from a source file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Passage {
     /// Path of the source file, as shown to the model and to the user.
     pub path: String,
+    /// The indexed document's id, for a citation to link to; empty when there is none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub doc_id: String,
     /// First line of the span, 1-based.
     pub start_line: u32,
     /// Last line of the span, inclusive.
     pub end_line: u32,
     /// The text of the span.
     pub text: String,
+    /// The page (PDF) or slide (PPTX) the span starts on, shown to the user, not the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+    /// The heading path the span sits under, shown to the user, not the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section: Option<String>,
 }
 
 /// The default [`GeneratorConfig::abstain_threshold`], chosen for the default model on
@@ -178,6 +191,9 @@ pub struct Verification {
     pub checked: usize,
     /// Claims the model did not find in the passages they cite; dropped from the answer.
     pub dropped: Vec<String>,
+    /// Claims not in the passages they cited but, word for word, in another passage: kept,
+    /// citing that one.
+    pub recited: usize,
     /// Seconds the checks took.
     pub seconds: f64,
 }
@@ -205,6 +221,9 @@ pub struct Citation {
     pub n: u32,
     /// Path of the source file.
     pub path: String,
+    /// The indexed document's id (`GET /v1/documents/{doc_id}` shows its text).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub doc_id: String,
     /// First line of the cited span.
     pub start_line: u32,
     /// Last line of the cited span (earlier than the passage's own when the
@@ -212,6 +231,12 @@ pub struct Citation {
     pub end_line: u32,
     /// Text of the cited span, as the model saw it.
     pub text: String,
+    /// The page (PDF) or slide (PPTX) the span starts on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+    /// The heading path the span sits under.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub section: Option<String>,
     /// Verification found the claims citing this passage in it. False when verification
     /// is off.
     pub verified: bool,

@@ -360,6 +360,7 @@ mod tests {
             start_line: 10,
             end_line: 10 + u32::try_from(text.lines().count()).unwrap() - 1,
             text: text.to_owned(),
+            ..Default::default()
         }
     }
 

@@ -92,14 +92,28 @@ impl Chunker {
         (n + 2).min(crate::embed::MAX_TOKENS)
     }
 
-    /// The chunks of `doc`, in order, each with its 1-based line span.
-    pub fn chunk(&self, doc: &Document) -> Vec<Chunk> {
-        let pieces: Vec<(usize, &str)> = if doc.markdown {
-            self.markdown.chunk_indices(&doc.text).collect()
-        } else {
-            self.text.chunk_indices(&doc.text).collect()
-        };
+    /// The chunks of `doc`, in order, each with its 1-based line span; in a paged document
+    /// (PDF, PPTX) each page is split on its own, so a chunk's page is the page it cites.
+    pub fn chunk<'a>(&self, doc: &'a Document) -> Vec<Chunk> {
         let lines = LineIndex::new(&doc.text);
+        let mut bounds: Vec<usize> = doc
+            .pages
+            .iter()
+            .filter_map(|&l| lines.start_of(l))
+            .collect();
+        bounds.extend([0, doc.text.len()]);
+        bounds.sort_unstable();
+        bounds.dedup();
+        let mut pieces: Vec<(usize, &str)> = Vec::new();
+        for w in bounds.windows(2) {
+            let part = &doc.text[w[0]..w[1]];
+            let at = |(offset, text): (usize, &'a str)| (w[0] + offset, text);
+            if doc.markdown {
+                pieces.extend(self.markdown.chunk_indices(part).map(at));
+            } else {
+                pieces.extend(self.text.chunk_indices(part).map(at));
+            }
+        }
         pieces
             .into_iter()
             .filter(|(_, t)| !t.trim().is_empty())
@@ -126,6 +140,13 @@ impl LineIndex {
         LineIndex { starts }
     }
 
+    /// The byte offset line `line` (1-based) starts at.
+    fn start_of(&self, line: u32) -> Option<usize> {
+        self.starts
+            .get(usize::try_from(line).ok()?.checked_sub(1)?)
+            .copied()
+    }
+
     fn line_of(&self, offset: usize) -> u32 {
         // partition_point counts line starts at or before `offset`.
         self.starts.partition_point(|&s| s <= offset) as u32
@@ -144,6 +165,10 @@ mod tests {
         assert_eq!(idx.line_of(3), 2);
         assert_eq!(idx.line_of(6), 3);
         assert_eq!(idx.line_of(7), 4);
+        assert_eq!(idx.start_of(1), Some(0));
+        assert_eq!(idx.start_of(4), Some(7));
+        assert_eq!(idx.start_of(0), None);
+        assert_eq!(idx.start_of(5), None);
     }
 
     #[test]

@@ -27,6 +27,7 @@ let vectors = embedder.embed_documents(&chunks.iter().map(|c| c.embed_text(&doc.
 pub mod chunk;
 pub mod embed;
 pub mod extract;
+pub mod layout;
 pub mod load;
 pub mod models;
 pub mod walk;
@@ -47,11 +48,15 @@ pub enum Error {
         /// What the OS said.
         source: std::io::Error,
     },
-    /// The file is not something sovrag indexes (binary, empty, too large, not a regular file).
+    /// The file is not something sovrag indexes (binary, empty, too large, not a regular
+    /// file, or a document extraction failed on).
     #[error("skipped {path}: {reason}")]
     Skipped {
         /// The file.
         path: PathBuf,
+        /// The kind of reason, for counting: `binary`, `empty`, `too large`,
+        /// `not a regular file`, or an extraction [`Failure::reason`](extract::Failure::reason).
+        kind: &'static str,
         /// Why, in words a user understands.
         reason: String,
     },

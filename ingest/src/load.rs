@@ -26,6 +26,11 @@ pub struct Document {
     pub markdown: bool,
     /// Something the user should know (e.g. invalid UTF-8 replaced), logged by the caller.
     pub warning: Option<String>,
+    /// The format it was extracted from; `None` for text read as it is.
+    pub format: Option<Format>,
+    /// For paged formats (PDF pages, PPTX slides), the 1-based line each page starts on: no
+    /// chunk spans two pages.
+    pub pages: Vec<u32>,
 }
 
 /// How many leading bytes are inspected for NULs to call a file binary (git uses the same size).
@@ -37,13 +42,14 @@ const SNIFF_BYTES: usize = 8000;
 /// is empty or whitespace-only, or looks binary (a NUL byte in the first 8000 bytes).
 /// Invalid UTF-8 is decoded with U+FFFD replacements and a warning.
 pub fn load_file(path: &Path, max_bytes: u64) -> Result<Document> {
-    let skipped = |reason: String| Error::Skipped {
+    let skipped = |kind, reason: &str| Error::Skipped {
         path: path.to_path_buf(),
-        reason,
+        kind,
+        reason: reason.into(),
     };
     let bytes = read_bytes(path, max_bytes)?;
     if bytes[..bytes.len().min(SNIFF_BYTES)].contains(&0) {
-        return Err(skipped("binary file (contains NUL bytes)".into()));
+        return Err(skipped("binary", "binary file (contains NUL bytes)"));
     }
     let content_hash = hex::encode(Sha256::digest(&bytes));
     let (text, warning) = match String::from_utf8(bytes) {
@@ -58,7 +64,7 @@ pub fn load_file(path: &Path, max_bytes: u64) -> Result<Document> {
         ),
     };
     if text.trim().is_empty() {
-        return Err(skipped("empty file".into()));
+        return Err(skipped("empty", "empty file"));
     }
     let markdown = path
         .extension()
@@ -82,13 +88,16 @@ pub fn load_file(path: &Path, max_bytes: u64) -> Result<Document> {
         title,
         markdown,
         warning,
+        format: None,
+        pages: Vec::new(),
     })
 }
 
 /// Reads `path` whole: a regular file of at most `max_bytes`, never blocking on a FIFO.
 fn read_bytes(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
-    let skipped = |reason: String| Error::Skipped {
+    let skipped = |kind, reason: String| Error::Skipped {
         path: path.to_path_buf(),
+        kind,
         reason,
     };
     let io = |source| Error::Io {
@@ -98,14 +107,17 @@ fn read_bytes(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
     // Check the type before opening: opening a FIFO for reading would block forever.
     let meta = std::fs::metadata(path).map_err(io)?;
     if !meta.is_file() {
-        return Err(skipped("not a regular file".into()));
+        return Err(skipped("not a regular file", "not a regular file".into()));
     }
     if meta.len() > max_bytes {
-        return Err(skipped(format!(
-            "{} bytes is over the {} byte limit (max_file_mb)",
-            meta.len(),
-            max_bytes
-        )));
+        return Err(skipped(
+            "too large",
+            format!(
+                "{} bytes is over the {} byte limit (max_file_mb)",
+                meta.len(),
+                max_bytes
+            ),
+        ));
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     // Non-blocking open, and the type checked again on the open file: a FIFO swapped in
@@ -119,14 +131,17 @@ fn read_bytes(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
             .map_err(io)?
     };
     if !file.metadata().map_err(io)?.is_file() {
-        return Err(skipped("not a regular file".into()));
+        return Err(skipped("not a regular file", "not a regular file".into()));
     }
     // `take` guards against a file that grows while we read it.
     file.take(max_bytes + 1)
         .read_to_end(&mut bytes)
         .map_err(io)?;
     if bytes.len() as u64 > max_bytes {
-        return Err(skipped("grew over the size limit while being read".into()));
+        return Err(skipped(
+            "too large",
+            "grew over the size limit while being read".into(),
+        ));
     }
     Ok(bytes)
 }
@@ -150,6 +165,7 @@ pub fn load_document(path: &Path, max_bytes: u64, extractor: &Extractor) -> Resu
         .extract(path, &content_hash)
         .map_err(|f| Error::Skipped {
             path: path.to_path_buf(),
+            kind: f.reason(),
             reason: f.to_string(),
         })?;
     let title = e.title.clone().unwrap_or_else(|| {
@@ -164,6 +180,8 @@ pub fn load_document(path: &Path, max_bytes: u64, extractor: &Extractor) -> Resu
         title,
         markdown: true,
         warning: None,
+        format: Some(e.format),
+        pages: e.pages,
     })
 }
 

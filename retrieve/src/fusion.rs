@@ -47,6 +47,7 @@ pub fn rank(
     let as_hits = |docs: Vec<DocScore>| -> Vec<Hit> {
         docs.into_iter()
             .map(|d| Hit {
+                location: Default::default(),
                 chunk_id: String::new(),
                 doc_id: d.doc_id,
                 path: d.path,
@@ -87,6 +88,7 @@ pub fn rank(
         .into_iter()
         .filter(|d| !best.contains_key(&d.doc_id))
         .map(|d| Hit {
+            location: Default::default(),
             chunk_id: String::new(),
             ..d
         })
@@ -289,6 +291,7 @@ mod tests {
 
     fn hit(id: &str, bm25: Option<f32>, vector: Option<f32>) -> Hit {
         Hit {
+            location: Default::default(),
             chunk_id: id.into(),
             doc_id: id.into(),
             path: format!("{id}.md"),
@@ -414,6 +417,7 @@ mod tests {
 
     fn chunk(id: &str, doc: &str, bm25: Option<f32>, vector: Option<f32>) -> Hit {
         Hit {
+            location: Default::default(),
             doc_id: doc.into(),
             score: bm25.or(vector).unwrap_or(0.0),
             ..hit(id, bm25, vector)

@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 pub use sovrag_ingest::EMBEDDING_DIM;
+pub use sovrag_ingest::layout::Location;
 
 /// Everything that can go wrong in the stores, with which store it was.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +124,10 @@ pub struct Hit {
     pub bm25_score: Option<f32>,
     /// Cosine similarity, when the vector search found this chunk.
     pub vector_score: Option<f32>,
+    /// The page and section the chunk is in, for documents that have them. The stores do
+    /// not keep these: the caller fills them in from the document's layout.
+    #[serde(flatten)]
+    pub location: Location,
 }
 
 /// One change to the stores: a document's chunks replaced, or the document removed.
@@ -248,6 +253,19 @@ impl Store {
     /// `path → content_hash` of every indexed document.
     pub async fn documents(&self) -> Result<HashMap<String, String>> {
         self.vectors.documents().await
+    }
+
+    /// `path → content_hash` of those of `paths` that are indexed.
+    pub async fn documents_at(&self, paths: &[&str]) -> Result<HashMap<String, String>> {
+        if paths.is_empty() {
+            return Ok(HashMap::new());
+        }
+        self.vectors.documents_at(paths).await
+    }
+
+    /// Every chunk of the document `doc_id`, by line; empty if it is not indexed.
+    pub async fn document(&self, doc_id: &str) -> Result<Vec<ChunkRecord>> {
+        self.vectors.chunks_of_document(doc_id).await
     }
 
     /// Stored chunks of the documents at `paths` or with content `hashes`: their vectors can

@@ -116,6 +116,7 @@ impl Resident {
             .filter_map(|(score, slot)| {
                 let r = self.rows[slot].as_ref()?;
                 Some(Hit {
+                    location: Default::default(),
                     chunk_id: r.chunk_id.clone(),
                     doc_id: r.doc_id.clone(),
                     path: r.path.clone(),

@@ -569,6 +569,7 @@ impl TextIndex {
             let s = |field| stored_str(&d, field);
             let n = |field| d.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0) as u32;
             hits.push(Hit {
+                location: Default::default(),
                 chunk_id: s(f.chunk_id),
                 doc_id: s(f.doc_id),
                 path: s(f.path),

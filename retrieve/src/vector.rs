@@ -103,14 +103,29 @@ impl VectorStore {
     }
 
     pub async fn documents(&self) -> Result<HashMap<String, String>> {
-        let batches: Vec<RecordBatch> = self
+        self.documents_where(None).await
+    }
+
+    /// `path → content_hash` of the documents at `paths` that are stored.
+    pub async fn documents_at(&self, paths: &[&str]) -> Result<HashMap<String, String>> {
+        let mut out = HashMap::new();
+        for group in paths.chunks(256) {
+            let list: Vec<String> = group.iter().map(|v| sql_str(v)).collect();
+            let filter = format!("path IN ({})", list.join(", "));
+            out.extend(self.documents_where(Some(filter)).await?);
+        }
+        Ok(out)
+    }
+
+    async fn documents_where(&self, filter: Option<String>) -> Result<HashMap<String, String>> {
+        let mut query = self
             .table
             .query()
-            .select(Select::columns(&["path", "content_hash"]))
-            .execute()
-            .await?
-            .try_collect()
-            .await?;
+            .select(Select::columns(&["path", "content_hash"]));
+        if let Some(f) = filter {
+            query = query.only_if(f);
+        }
+        let batches: Vec<RecordBatch> = query.execute().await?.try_collect().await?;
         let mut out = HashMap::new();
         for b in &batches {
             let paths = string_col(b, "path")?;
@@ -138,6 +153,15 @@ impl VectorStore {
             }
         }
         Ok(out)
+    }
+
+    /// Every chunk of the document `doc_id`, in order.
+    pub async fn chunks_of_document(&self, doc_id: &str) -> Result<Vec<ChunkRecord>> {
+        let mut chunks = self
+            .chunks_where(Some(format!("doc_id = {}", sql_str(doc_id))))
+            .await?;
+        chunks.sort_by_key(|c| (c.start_line, c.end_line));
+        Ok(chunks)
     }
 
     async fn chunks_where(&self, filter: Option<String>) -> Result<Vec<ChunkRecord>> {
@@ -190,6 +214,7 @@ impl VectorStore {
             for i in 0..b.num_rows() {
                 let similarity = 1.0 - dist.value(i);
                 hits.push(Hit {
+                    location: Default::default(),
                     chunk_id: chunk_id.value(i).to_string(),
                     doc_id: doc_id.value(i).to_string(),
                     path: path.value(i).to_string(),

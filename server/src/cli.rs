@@ -29,6 +29,10 @@ pub enum Command {
         /// Folders or files.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Print the run's report as JSON: {"indexed", "unchanged", "skipped",
+        /// "skipped_by_reason": {reason: count}, "removed", "chunks", "pages", "seconds"}.
+        #[arg(long)]
+        json: bool,
     },
     /// Search the index; prints the best chunks.
     Query {
@@ -110,19 +114,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Check the index against the files under PATHS and against itself: every indexable
-    /// file indexed with its current text, nothing else indexed, no duplicate chunks, the
-    /// vector store and text index in agreement. Exits 1 on any violation.
     /// Print the text sovrag indexes for FILE (PDF, HTML, DOCX, ODT, PPTX, EPUB or text), with
     /// line numbers as citations give them and page or slide markers, to see why something
     /// is or is not found.
     Extract {
         /// The file.
         file: PathBuf,
-        /// Print JSON: {"path", "format", "title", "pages": [{page, start_line}], "text"}.
+        /// Print JSON: {"path", "format", "title", "page_name", "pages": [{page, start_line}],
+        /// "headings": [{line, level, title}], "lines", "text"}, as `GET /v1/documents/{id}`.
         #[arg(long)]
         json: bool,
     },
+    /// Check the index against the files under PATHS and against itself: every indexable
+    /// file indexed with its current text, nothing else indexed, no duplicate chunks, the
+    /// vector store and text index in agreement. Exits 1 on any violation.
     Verify {
         /// Folders that were indexed or watched.
         #[arg(required = true)]

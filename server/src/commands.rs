@@ -10,7 +10,7 @@ use sovrag_generate::{AnswerKind, AskOptions};
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
-use crate::engine::Engine;
+use crate::engine::{DocumentText, Engine};
 
 pub fn init_logging(verbose: u8) {
     let default = match verbose {
@@ -29,7 +29,7 @@ pub fn init_logging(verbose: u8) {
 pub async fn run(cli: Cli) -> Result<()> {
     let config = Config::resolve(cli.config.as_deref(), cli.settings)?;
     match cli.command {
-        Command::Index { paths } => index(config, &paths).await,
+        Command::Index { paths, json } => index(config, &paths, json).await,
         Command::Query { text, k, json } => query(config, &text, k, json).await,
         Command::Ask {
             question,
@@ -74,7 +74,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-async fn index(config: Config, paths: &[std::path::PathBuf]) -> Result<()> {
+async fn index(config: Config, paths: &[std::path::PathBuf], json: bool) -> Result<()> {
     let engine = Engine::open(config).await?;
     let bar = if std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(0);
@@ -96,11 +96,48 @@ async fn index(config: Config, paths: &[std::path::PathBuf]) -> Result<()> {
         .await;
     bar.finish_and_clear();
     let r = r?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
     println!(
         "indexed {} files ({} unchanged, {} skipped, {} removed), {} chunks in {:.1}s",
         r.indexed, r.unchanged, r.skipped, r.removed, r.chunks, r.seconds
     );
+    if r.pages > 0 {
+        println!("read {} PDF pages", r.pages);
+    }
+    if !r.skipped_by_reason.is_empty() {
+        let why: Vec<String> = r
+            .skipped_by_reason
+            .iter()
+            .map(|(reason, n)| format!("{n} {reason}"))
+            .collect();
+        println!(
+            "skipped: {} (`sovrag status` lists each file)",
+            why.join(", ")
+        );
+    }
     Ok(())
+}
+
+/// Where a span is, as the CLI prints it: `report.pdf p. 12, lines 40-52 · Intro › Setup`
+/// for a paged document, `notes.md:40-52` for a text file.
+fn place(path: &str, start: u32, end: u32, page: Option<u32>, section: Option<&str>) -> String {
+    use sovrag_ingest::extract::Format;
+    let mut s = match page {
+        Some(p) => {
+            let name = Format::of(std::path::Path::new(path)).and_then(Format::page_name);
+            let name = if name == Some("slide") { "slide" } else { "p." };
+            format!("{path} {name} {p}, lines {start}-{end}")
+        }
+        None => format!("{path}:{start}-{end}"),
+    };
+    if let Some(section) = section {
+        s.push_str(" · ");
+        s.push_str(section);
+    }
+    s
 }
 
 fn check_k(k: usize) -> Result<usize> {
@@ -122,11 +159,15 @@ async fn query(config: Config, text: &str, k: usize, json: bool) -> Result<()> {
     }
     for (i, h) in hits.iter().enumerate() {
         println!(
-            "{}. {}:{}-{}  (score {:.4})",
+            "{}. {}  (score {:.4})",
             i + 1,
-            h.path,
-            h.start_line,
-            h.end_line,
+            place(
+                &h.path,
+                h.start_line,
+                h.end_line,
+                h.location.page,
+                h.location.section.as_deref()
+            ),
             h.score
         );
         for line in h.text.lines().take(4) {
@@ -156,7 +197,7 @@ async fn ask(
     let opts = AskOptions {
         kind,
         verify: config.verify,
-        constrain: true,
+        ..AskOptions::default()
     };
     let engine = Engine::open(config).await?;
     let answer = engine
@@ -197,13 +238,27 @@ async fn ask(
         println!("\nSources:");
         for c in &answer.citations {
             let mark = if c.verified { "" } else { " (not verified)" };
-            println!("[{}] {}:{}-{}{mark}", c.n, c.path, c.start_line, c.end_line);
+            let at = place(
+                &c.path,
+                c.start_line,
+                c.end_line,
+                c.page,
+                c.section.as_deref(),
+            );
+            println!("[{}] {at}{mark}", c.n);
         }
     }
     if answer.abstained && !answer.sources.is_empty() {
         println!("\nClosest sources:");
         for c in &answer.sources {
-            println!("- {}:{}-{}", c.path, c.start_line, c.end_line);
+            let at = place(
+                &c.path,
+                c.start_line,
+                c.end_line,
+                c.page,
+                c.section.as_deref(),
+            );
+            println!("- {at}");
         }
     }
     if !answer.dropped_markers.is_empty() {
@@ -349,44 +404,30 @@ fn extract(config: &Config, file: &Path, json: bool) -> Result<()> {
     use sovrag_ingest::extract::Format;
     // Not through the cache: the point is to see what extraction does now.
     let x = crate::engine::extractor(config, false)?;
-    let format = Format::of(file);
-    let (text, title, pages) = match format {
+    let path = file.display().to_string();
+    let doc = match Format::of(file) {
         Some(_) => {
             let e = x
                 .extract(file, "")
-                .map_err(|f| anyhow::anyhow!("{}: {f}", file.display()))?;
-            (e.text, e.title, e.pages)
+                .map_err(|f| anyhow::anyhow!("{path}: {f}"))?;
+            DocumentText::extracted(&path, e)
         }
         None => {
             let d = sovrag_ingest::load::load_document(file, config.max_file_bytes, &x)?;
-            (d.text, Some(d.title), Vec::new())
+            DocumentText::new(&path, None, Some(d.title), d.text)
         }
     };
-    let page_name = format.and_then(Format::page_name).unwrap_or("page");
     if json {
-        let pages: Vec<_> = pages
-            .iter()
-            .enumerate()
-            .map(|(i, l)| serde_json::json!({"page": i + 1, "start_line": l}))
-            .collect();
-        let v = serde_json::json!({
-            "path": file.display().to_string(),
-            "format": format.map_or_else(|| "text".to_owned(), |f| format!("{f:?}").to_lowercase()),
-            "title": title,
-            "page_name": page_name,
-            "pages": pages,
-            "lines": text.split('\n').count(),
-            "text": text,
-        });
-        println!("{v}");
+        println!("{}", serde_json::to_string(&doc)?);
         return Ok(());
     }
+    let page_name = doc.page_name.unwrap_or("page");
     let mut out = std::io::stdout().lock();
-    let mut next = pages.iter().enumerate().peekable();
-    for (i, line) in text.split('\n').enumerate() {
+    let mut next = doc.pages.iter().peekable();
+    for (i, line) in doc.text.split('\n').enumerate() {
         let n = u32::try_from(i + 1).unwrap_or(u32::MAX);
-        while let Some((p, _)) = next.next_if(|&(_, &start)| start <= n) {
-            writeln!(out, "      ── {page_name} {} ──", p + 1)?;
+        while let Some(p) = next.next_if(|p| p.start_line <= n) {
+            writeln!(out, "      ── {page_name} {} ──", p.page)?;
         }
         writeln!(out, "{n:>5}  {line}")?;
     }

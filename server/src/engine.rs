@@ -18,6 +18,12 @@ use sovrag_retrieve::{Change, ChunkRecord, Hit, SearchMode, StageTimes, Store};
 
 use crate::config::Config;
 
+mod documents;
+pub use documents::DocumentText;
+
+/// Where the problems of the last runs are kept, in the data dir.
+const PROBLEMS_FILE: &str = "problems.json";
+
 /// Files read, chunked and embedded per write to the stores.
 const FILES_PER_BATCH: usize = 64;
 /// In-memory documents embedded per write to the stores.
@@ -33,10 +39,13 @@ pub struct Engine {
     extractor: Arc<Extractor>,
     store: Store,
     generator: tokio::sync::OnceCell<Arc<Generator>>,
-    /// Last problem seen per path (skipped or failed files), for `status`.
+    /// Last problem seen per path (skipped or failed files), for `status`; kept in
+    /// [`PROBLEMS_FILE`] so a `status` after an `index` run still lists them.
     problems: Mutex<BTreeMap<String, String>>,
     /// What the engine is busy with, for `status`.
     activity: Mutex<Activity>,
+    /// Pages and headings of extracted documents, by content hash (`None`: not kept).
+    layouts: Mutex<HashMap<String, Option<Arc<sovrag_ingest::layout::Layout>>>>,
     /// How each watched folder is being followed, for `status`.
     watching: Mutex<BTreeMap<String, String>>,
 }
@@ -86,8 +95,12 @@ pub struct IndexReport {
     pub indexed: usize,
     pub unchanged: usize,
     pub skipped: usize,
+    /// `skipped` by the kind of reason (`binary`, `empty`, `too large`, `timeout`, …).
+    pub skipped_by_reason: BTreeMap<String, usize>,
     pub removed: usize,
     pub chunks: usize,
+    /// PDF pages read by the files indexed.
+    pub pages: usize,
     pub seconds: f64,
     /// Time spent chunking and embedding, and the model tokens embedded (for throughput).
     #[serde(skip)]
@@ -108,8 +121,12 @@ impl IndexReport {
         self.indexed += o.indexed;
         self.unchanged += o.unchanged;
         self.skipped += o.skipped;
+        for (reason, n) in &o.skipped_by_reason {
+            *self.skipped_by_reason.entry(reason.clone()).or_default() += n;
+        }
         self.removed += o.removed;
         self.chunks += o.chunks;
+        self.pages += o.pages;
     }
 }
 
@@ -161,6 +178,7 @@ impl Engine {
             .await
             .with_context(|| format!("opening the index in {}", config.data_dir.display()))?;
         let extractor = extractor(&config, true)?;
+        let problems = load_problems(&config.data_dir);
         Ok(Arc::new(Engine {
             config,
             models,
@@ -169,8 +187,9 @@ impl Engine {
             extractor: Arc::new(extractor),
             store,
             generator: tokio::sync::OnceCell::new(),
-            problems: Mutex::new(BTreeMap::new()),
+            problems: Mutex::new(problems),
             activity: Mutex::new(Activity::default()),
+            layouts: Mutex::new(HashMap::new()),
             watching: Mutex::new(BTreeMap::new()),
         }))
     }
@@ -287,6 +306,7 @@ impl Engine {
             for p in &paths {
                 problems.remove(p);
             }
+            self.save_problems(&problems);
         }
         self.store
             .apply(
@@ -355,6 +375,7 @@ impl Engine {
                     None => known_problems.remove(&path),
                 };
             }
+            self.save_problems(&known_problems);
         }
         // A file that can no longer be indexed (emptied, now binary, too large, vanished)
         // must not keep its old text searchable.
@@ -369,9 +390,12 @@ impl Engine {
         Ok(report)
     }
 
-    /// The `k` best chunks for `text` (hybrid search).
+    /// The `k` best chunks for `text` (hybrid search), with their page and section where
+    /// their document has them.
     pub async fn query(&self, text: &str, k: usize) -> Result<Vec<Hit>> {
-        Ok(self.search(text, k, SearchMode::default()).await?.0)
+        let mut hits = self.search(text, k, SearchMode::default()).await?.0;
+        self.locate(&mut hits).await?;
+        Ok(hits)
     }
 
     /// The `k` best chunks by the chosen retrievers, with the time each stage took
@@ -530,9 +554,12 @@ impl Engine {
             .into_iter()
             .map(|h| Passage {
                 path: h.path,
+                doc_id: h.doc_id,
                 start_line: h.start_line,
                 end_line: h.end_line,
                 text: h.text,
+                page: h.location.page,
+                section: h.location.section,
             })
             .collect();
         let q = question.to_string();
@@ -541,6 +568,20 @@ impl Engine {
         })
         .await??;
         Ok(answer)
+    }
+
+    /// Writes the problems whole, then renames: a reader never sees half a file. Losing
+    /// them costs only the `status` listing, so a failure is logged, not returned.
+    fn save_problems(&self, problems: &BTreeMap<String, String>) {
+        let file = self.config.data_dir.join(PROBLEMS_FILE);
+        let tmp = file.with_extension("json.tmp");
+        let written = serde_json::to_vec(problems)
+            .map_err(std::io::Error::other)
+            .and_then(|json| std::fs::write(&tmp, json))
+            .and_then(|()| std::fs::rename(&tmp, &file));
+        if let Err(e) = written {
+            tracing::debug!("{}: {e}", file.display());
+        }
     }
 
     pub async fn status(&self) -> Result<Status> {
@@ -643,6 +684,15 @@ impl Engine {
     }
 }
 
+/// The problems kept by the last run in `data_dir`; none if there are none or they cannot be
+/// read (they are a listing, not a record).
+fn load_problems(data_dir: &Path) -> BTreeMap<String, String> {
+    std::fs::read(data_dir.join(PROBLEMS_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
 /// Extraction for `config`: workers are this binary, run as `sovrag __extract-worker FILE`;
 /// with `cached`, results are kept under the data dir by content hash.
 pub fn extractor(config: &Config, cached: bool) -> Result<Extractor> {
@@ -737,12 +787,23 @@ fn read_files(files: &[PathBuf], known: &Indexed, max_bytes: u64, x: &Extractor)
                 if known.hash_of.get(&key) == Some(&doc.content_hash) {
                     report.unchanged += 1;
                 } else {
+                    if doc.format == Some(sovrag_ingest::extract::Format::Pdf) {
+                        report.pages += doc.pages.len();
+                    }
                     docs.push(doc);
                 }
             }
             Err(e) => {
                 tracing::warn!("{e}");
                 report.skipped += 1;
+                let kind = match &e {
+                    sovrag_ingest::Error::Skipped { kind, .. } => kind,
+                    _ => "unreadable",
+                };
+                *report
+                    .skipped_by_reason
+                    .entry(kind.to_string())
+                    .or_default() += 1;
                 problems.push((key.clone(), Some(e.to_string())));
                 unreadable.push(key);
             }

@@ -220,6 +220,8 @@ pub(crate) async fn open_indexed(
                     title: d.title,
                     text: d.text,
                     warning: None,
+                    format: None,
+                    pages: Vec::new(),
                 })
                 .collect();
             let r = engine

@@ -171,7 +171,7 @@ async fn ask(
     let opts = sovrag_generate::AskOptions {
         kind,
         verify: body.verify.unwrap_or(engine.config.verify),
-        constrain: true,
+        ..sovrag_generate::AskOptions::default()
     };
     let answer = run(&state, async move {
         engine.ask(&body.question, k, opts, |_| {}).await
@@ -185,6 +185,26 @@ async fn status(req: HttpRequest, state: web::Data<State>) -> Result<HttpRespons
     let engine = state.engine.clone();
     let s = run(&state, async move { engine.status().await }).await?;
     Ok(HttpResponse::Ok().json(s))
+}
+
+/// `GET /v1/documents/{doc_id}`: the text a document was indexed with, with its pages and
+/// headings; citations' line numbers count its lines.
+async fn document(
+    req: HttpRequest,
+    state: web::Data<State>,
+    doc_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let doc_id = doc_id.into_inner();
+    // Ids are hex digests; anything else names no document (and never reaches a filter).
+    if doc_id.is_empty() || doc_id.len() > 64 || !doc_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::NotFound);
+    }
+    let engine = state.engine.clone();
+    match run(&state, async move { engine.document(&doc_id).await }).await? {
+        Some(doc) => Ok(HttpResponse::Ok().json(doc)),
+        None => Err(ApiError::NotFound),
+    }
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
@@ -245,13 +265,16 @@ pub async fn serve(
             .route("/v1/query", web::post().to(query))
             .route("/v1/ask", web::post().to(ask))
             .route("/v1/status", web::get().to(status))
+            .route("/v1/documents/{doc_id}", web::get().to(document))
             .default_service(web::to(not_found))
     })
     .workers(2)
     .bind(&addrs[..])
     .with_context(|| format!("cannot listen on {addrs:?}"))?;
     for a in server.addrs() {
-        println!("sovrag: serving on http://{a}/ (API: POST /v1/query, POST /v1/ask)");
+        println!(
+            "sovrag: serving on http://{a}/ (API: POST /v1/query, POST /v1/ask, GET /v1/documents/ID)"
+        );
     }
     server.run().await.context("HTTP server")
 }

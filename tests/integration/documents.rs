@@ -203,23 +203,52 @@ fn each_format_is_extracted_with_its_structure() {
     assert!(listing.contains("── page 2 ──"), "{listing}");
     assert!(listing.contains("    1  "), "{listing}");
 
-    // Indexed like any other file, found by what the document says.
-    let out = run_ok(sovrag(data.path()).arg("index").arg(d));
-    let summary = String::from_utf8_lossy(&out.stdout);
-    assert!(summary.contains("indexed 6 files"), "{summary}");
-    for (q, file) in [
-        ("visor and gloves for welding", "manual.docx"),
-        ("kiln cost in euros", "plan.pptx"),
-        ("pelican eats", "report.pdf"),
-        ("ferry leaves", "ferry.odt"),
-        ("mast snapped", "sea.epub"),
+    // Indexed like any other file, found by what the document says, at its page or section.
+    let report = json_of(&run_ok(
+        sovrag(data.path()).arg("index").arg(d).arg("--json"),
+    ));
+    assert_eq!(report["indexed"], 6, "{report}");
+    assert_eq!(report["skipped"], 0, "{report}");
+    assert_eq!(report["pages"], 2, "PDF pages read: {report}");
+    for (q, file, page, section) in [
+        (
+            "visor and gloves for welding",
+            "manual.docx",
+            None,
+            Some("Welding › Safety"),
+        ),
+        ("kiln cost in euros", "plan.pptx", Some(2), Some("Budget")),
+        ("pelican eats", "report.pdf", Some(2), None),
+        ("ferry leaves", "ferry.odt", None, Some("Harbour")),
+        ("mast snapped", "sea.epub", None, Some("The Storm")),
+        (
+            "cone 6 firing temperature",
+            "page.html",
+            None,
+            Some("Firing"),
+        ),
     ] {
         let hits = json_of(&run_ok(
             sovrag(data.path()).args(["query", q, "--json", "--k", "1"]),
         ));
-        let top = hits["hits"][0]["path"].as_str().unwrap_or_default();
-        assert!(top.ends_with(file), "{q}: {hits}");
+        let top = &hits["hits"][0];
+        assert!(
+            top["path"].as_str().unwrap_or_default().ends_with(file),
+            "{q}: {hits}"
+        );
+        assert_eq!(top["page"].as_u64(), page, "{q}: {hits}");
+        assert_eq!(top["section"].as_str(), section, "{q}: {hits}");
     }
+    // `verify` finds every chunk in the extracted text at its recorded lines.
+    let v = json_of(&run_ok(
+        sovrag(data.path()).arg("verify").arg(d).arg("--json"),
+    ));
+    assert_eq!(v["files"], 6, "{v}");
+    assert_eq!(v["violations"], serde_json::json!([]), "{v}");
+    // The CLI says where, the way a reader would.
+    let out = run_ok(sovrag(data.path()).args(["query", "pelican eats", "--k", "1"]));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains("report.pdf p. 2, lines "), "{listing}");
     // Nothing of the script made it in.
     let hits = json_of(&run_ok(
         sovrag(data.path()).args(["query", "var x", "--json"]),
@@ -291,9 +320,11 @@ fn broken_and_bomb_documents_are_refused_with_a_reason() {
             .output()
             .unwrap()
     };
+    std::fs::write(d.join("link.pdf"), b"../pdfs/a_broken_symlink.pdf").unwrap();
     for (name, reason) in [
         ("bomb.docx", "too large"),
         ("broken.pdf", "unreadable"),
+        ("link.pdf", "unreadable: not a PDF file"),
         ("empty.docx", "no text"),
     ] {
         let out = run(name);
@@ -301,4 +332,109 @@ fn broken_and_bomb_documents_are_refused_with_a_reason() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(reason), "{name}: {err}");
     }
+
+    // Indexing goes on past them, and counts them by reason.
+    std::fs::write(
+        d.join("notes.md"),
+        "# Owls\n\nThe barn owl hunts at dusk.\n",
+    )
+    .unwrap();
+    let report = json_of(&run_ok(
+        sovrag(data.path()).arg("index").arg(d).arg("--json"),
+    ));
+    assert_eq!(report["indexed"], 1, "{report}");
+    assert_eq!(report["skipped"], 4, "{report}");
+    assert_eq!(
+        report["skipped_by_reason"],
+        serde_json::json!({"too large": 1, "unreadable": 2, "no text layer": 1}),
+        "{report}"
+    );
+    // A later `status` lists each one with its reason.
+    let status = json_of(&run_ok(sovrag(data.path()).args(["status", "--json"])));
+    assert_eq!(status["problem_count"], 4, "{status}");
+    let bomb = d.join("bomb.docx").to_string_lossy().into_owned();
+    assert!(
+        status["problems"][&bomb]
+            .as_str()
+            .unwrap_or_default()
+            .contains("too large"),
+        "{status}"
+    );
+}
+
+#[test]
+fn citations_carry_the_page_and_open_the_indexed_document() {
+    let data = tempfile::tempdir().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
+    std::fs::write(
+        d.join("almanac.pdf"),
+        pdf(&[
+            "The harbour master keeps the tide tables.",
+            "The lighthouse lamp is cleaned every Sunday.",
+            "The ferry to Skellig leaves at seven in the morning.",
+        ]),
+    )
+    .unwrap();
+    let notes = d.join("notes.md");
+    std::fs::write(
+        &notes,
+        "# Birds\n\nThe barn owl hunts at dusk.\n\nThe heron waits.\n",
+    )
+    .unwrap();
+    run_ok(sovrag(data.path()).arg("index").arg(d));
+    let server = Server::start(data.path(), &[]);
+
+    let (status, answer) = server.post(
+        "/v1/ask",
+        &serde_json::json!({"question": "When does the ferry to Skellig leave?", "k": 3}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["abstained"], false, "{answer}");
+    let cite = answer["citations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["path"].as_str().unwrap().ends_with("almanac.pdf"))
+        .unwrap_or_else(|| panic!("no citation of the PDF: {answer}"));
+    assert_eq!(cite["page"], 3, "{answer}");
+
+    // The citation's document, as indexed: the same text `extract` shows, with its pages,
+    // and the cited span at the cited lines.
+    let id = cite["doc_id"].as_str().unwrap();
+    let (status, doc) = server.get(&format!("/v1/documents/{id}")).unwrap();
+    assert_eq!(status, 200, "{doc}");
+    let extracted = extract_json(data.path(), &d.join("almanac.pdf"));
+    assert_eq!(doc["text"], extracted["text"]);
+    assert_eq!(doc["pages"], extracted["pages"]);
+    assert_eq!(doc["format"], "pdf");
+    let lines: Vec<&str> = doc["text"].as_str().unwrap().split('\n').collect();
+    let (s, e) = (
+        cite["start_line"].as_u64().unwrap() as usize,
+        cite["end_line"].as_u64().unwrap() as usize,
+    );
+    assert!(lines[s - 1..e].join("\n").contains("Skellig"), "{doc}");
+    for bad in ["0123456789abcdef", "not-an-id", "..%2F..%2Fetc"] {
+        let (status, body) = server.get(&format!("/v1/documents/{bad}")).unwrap();
+        assert_eq!(status, 404, "{bad}: {body}");
+    }
+
+    // A text file changed since indexing: its indexed text comes back from the chunks, at
+    // the lines citations name.
+    let hits = json_of(&run_ok(
+        sovrag(data.path()).args(["query", "barn owl", "--json", "--k", "1"]),
+    ));
+    let id = hits["hits"][0]["doc_id"].as_str().unwrap().to_owned();
+    let (_, before) = server.get(&format!("/v1/documents/{id}")).unwrap();
+    assert_eq!(before.get("reassembled"), None, "{before}");
+    assert_eq!(before["headings"][0]["title"], "Birds", "{before}");
+    std::fs::write(&notes, "# Fish\n\nNothing about birds now.\n").unwrap();
+    let (_, after) = server.get(&format!("/v1/documents/{id}")).unwrap();
+    assert_eq!(after["reassembled"], true, "{after}");
+    let text = after["text"].as_str().unwrap();
+    assert_eq!(
+        text.split('\n').nth(2),
+        Some("The barn owl hunts at dusk."),
+        "{after}"
+    );
 }

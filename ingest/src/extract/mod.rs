@@ -21,8 +21,9 @@ use std::path::{Path, PathBuf};
 pub use worker::{Isolation, Limits, worker_main};
 
 /// The extractors' version, part of an extracted document's content hash: bump it when the
-/// text they produce changes, and every such document is read again.
-pub const VERSION: &str = "x1";
+/// text they produce, or how it is chunked, changes, and every such document is read again.
+/// (x2: chunks end where pages end.)
+pub const VERSION: &str = "x2";
 
 /// Extraction in workers, with results kept by content hash: an unchanged or renamed file is
 /// never extracted twice. Failures are kept too, so a file that crashes or hangs a worker
@@ -41,14 +42,10 @@ impl Extractor {
 
     /// The text of `path`, whose content hash is `key`.
     pub fn extract(&self, path: &Path, key: &str) -> Result<Extracted, Failure> {
-        let file = self.cache.as_ref().map(|d| d.join(format!("{key}.json")));
-        if let Some(hit) = file
-            .as_ref()
-            .and_then(|f| std::fs::read(f).ok())
-            .and_then(|b| serde_json::from_slice::<Result<Extracted, Failure>>(&b).ok())
-        {
+        if let Some(hit) = self.stored(key) {
             return hit;
         }
+        let file = self.cache_file(key);
         let started = std::time::Instant::now();
         let result = self.isolation.extract(path);
         match &result {
@@ -73,6 +70,23 @@ impl Extractor {
             }
         }
         result
+    }
+
+    /// What extraction made of the content with hash `key`, if it is kept: the text indexed
+    /// for it, without reading or extracting anything again.
+    pub fn cached(&self, key: &str) -> Option<Extracted> {
+        self.stored(key)?.ok()
+    }
+
+    fn stored(&self, key: &str) -> Option<Result<Extracted, Failure>> {
+        let bytes = std::fs::read(self.cache_file(key)?).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn cache_file(&self, key: &str) -> Option<PathBuf> {
+        // A key is a hex digest and a version; anything else never names a cache file.
+        let safe = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        Some(self.cache.as_ref()?.join(format!("{key}.json"))).filter(|_| safe)
     }
 }
 
@@ -109,6 +123,18 @@ impl Format {
         })
     }
 
+    /// The format's name, as in JSON: `pdf`, `html`, `docx`, `odt`, `pptx`, `epub`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pdf => "pdf",
+            Self::Html => "html",
+            Self::Docx => "docx",
+            Self::Odt => "odt",
+            Self::Pptx => "pptx",
+            Self::Epub => "epub",
+        }
+    }
+
     /// What a page is called in this format, where it has pages.
     pub fn page_name(self) -> Option<&'static str> {
         match self {
@@ -131,14 +157,6 @@ pub struct Extracted {
     pub pages: Vec<u32>,
     /// The document's own title, where it names one.
     pub title: Option<String>,
-}
-
-impl Extracted {
-    /// The page (1-based) that holds `line`, for paged formats.
-    pub fn page_of(&self, line: u32) -> Option<u32> {
-        let after = self.pages.partition_point(|&start| start <= line);
-        u32::try_from(after).ok().filter(|&p| p > 0)
-    }
 }
 
 /// Why a document yielded no text.
@@ -307,17 +325,6 @@ mod tests {
         b.page();
         // An empty page starts where the next does; a trailing one on the last line.
         assert_eq!(b.finish().1, vec![1, 3, 3, 3]);
-        let e = Extracted {
-            format: Format::Pdf,
-            text,
-            pages,
-            title: None,
-        };
-        assert_eq!(e.page_of(1), Some(1));
-        assert_eq!(e.page_of(5), Some(1));
-        assert_eq!(e.page_of(0), None);
-        assert_eq!(e.page_of(6), Some(2));
-        assert_eq!(e.page_of(99), Some(2));
     }
 
     #[test]

@@ -14,23 +14,55 @@ use super::{Extracted, Failure, Format, Limits, TextBuilder, html};
 
 /// A zip archive and what may still be decompressed from it.
 struct Archive<'a> {
-    zip: ZipArchive<Cursor<&'a [u8]>>,
+    members: Members<'a>,
     budget: u64,
+    /// The whole budget, for the message.
+    cap: u64,
+}
+
+enum Members<'a> {
+    Zip(ZipArchive<Cursor<&'a [u8]>>),
+    /// What could be read, front to back, from a zip whose directory is lost (a truncated
+    /// download, a damaged end): decompressed already, within the budget.
+    Salvaged(HashMap<String, Vec<u8>>),
 }
 
 impl<'a> Archive<'a> {
     fn open(bytes: &'a [u8], limits: &Limits, what: &str) -> Result<Self, Failure> {
-        let zip = ZipArchive::new(Cursor::new(bytes))
-            .map_err(|e| Failure::Unreadable(format!("not a {what} (zip): {e}")))?;
-        Ok(Self {
-            zip,
-            budget: limits.max_decompressed_bytes,
-        })
+        let budget = limits.max_decompressed_bytes;
+        match ZipArchive::new(Cursor::new(bytes)) {
+            Ok(zip) => Ok(Self {
+                members: Members::Zip(zip),
+                budget,
+                cap: budget,
+            }),
+            Err(e) => {
+                let (members, left) = salvage(bytes, budget)?;
+                if members.is_empty() {
+                    return Err(Failure::Unreadable(format!(
+                        "not a valid {what} file (zip): {e}"
+                    )));
+                }
+                tracing::debug!(
+                    members = members.len(),
+                    "zip directory unreadable ({e}); read its parts in order"
+                );
+                Ok(Self {
+                    members: Members::Salvaged(members),
+                    budget: left,
+                    cap: budget,
+                })
+            }
+        }
     }
 
     /// The member `name`, or `None` where the archive has none.
     fn read(&mut self, name: &str) -> Result<Option<Vec<u8>>, Failure> {
-        let mut file = match self.zip.by_name(name) {
+        let zip = match &mut self.members {
+            Members::Zip(zip) => zip,
+            Members::Salvaged(m) => return Ok(m.get(name).cloned()),
+        };
+        let mut file = match zip.by_name(name) {
             Ok(f) => f,
             Err(zip::result::ZipError::FileNotFound) => return Ok(None),
             Err(zip::result::ZipError::UnsupportedArchive(m)) if m.contains("ncrypt") => {
@@ -38,34 +70,77 @@ impl<'a> Archive<'a> {
             }
             Err(e) => return Err(Failure::Unreadable(format!("{name}: {e}"))),
         };
-        let mut out = Vec::new();
-        (&mut file)
-            .take(self.budget + 1)
-            .read_to_end(&mut out)
+        let out = take_within(&mut file, &mut self.budget)
             .map_err(|e| Failure::Unreadable(format!("{name}: {e}")))?;
-        let n = out.len() as u64;
-        if n > self.budget {
-            return Err(Failure::TooLarge(format!(
-                "its parts decompress to more than the {} MB cap (a zip bomb?)",
-                self.budget >> 20
-            )));
+        out.map(Some).ok_or_else(|| too_large(self.cap))
+    }
+
+    /// The member `name` where it can be read; a part the document can do without (styles,
+    /// one slide, one chapter) that is damaged costs only itself. A zip bomb or encryption
+    /// still fails the whole file.
+    fn optional(&mut self, name: &str) -> Result<Option<Vec<u8>>, Failure> {
+        match self.read(name) {
+            Err(Failure::Unreadable(e)) => {
+                tracing::debug!("damaged part left out: {e}");
+                Ok(None)
+            }
+            other => other,
         }
-        self.budget -= n;
-        Ok(Some(out))
     }
 
     fn required(&mut self, name: &str, what: &str) -> Result<Vec<u8>, Failure> {
         self.read(name)?
-            .ok_or_else(|| Failure::Unreadable(format!("not a {what}: no {name}")))
+            .ok_or_else(|| Failure::Unreadable(format!("not a valid {what} file: no {name}")))
     }
 
     fn names(&self) -> Vec<String> {
-        self.zip
-            .file_names()
-            .filter_map(Result::ok)
-            .map(|n| n.into_owned())
-            .collect()
+        match &self.members {
+            Members::Zip(zip) => zip
+                .file_names()
+                .filter_map(Result::ok)
+                .map(|n| n.into_owned())
+                .collect(),
+            Members::Salvaged(m) => m.keys().cloned().collect(),
+        }
     }
+}
+
+/// Reads `r` whole if it fits in `budget` (taking it from there); `None` if it does not.
+fn take_within(r: &mut impl Read, budget: &mut u64) -> std::io::Result<Option<Vec<u8>>> {
+    let mut out = Vec::new();
+    r.take(*budget + 1).read_to_end(&mut out)?;
+    let n = out.len() as u64;
+    if n > *budget {
+        return Ok(None);
+    }
+    *budget -= n;
+    Ok(Some(out))
+}
+
+fn too_large(cap: u64) -> Failure {
+    Failure::TooLarge(format!(
+        "its parts decompress to more than the {} MB cap (a zip bomb?)",
+        cap >> 20
+    ))
+}
+
+/// The members of a zip read from its local headers, front to back, up to the first damage;
+/// with what is left of `budget`.
+fn salvage(bytes: &[u8], cap: u64) -> Result<(HashMap<String, Vec<u8>>, u64), Failure> {
+    let (mut members, mut budget) = (HashMap::new(), cap);
+    let mut cursor = Cursor::new(bytes);
+    while let Ok(Some(mut file)) = zip::read::read_zipfile_from_stream(&mut cursor) {
+        let Ok(name) = file.name().map(|n| n.into_owned()) else {
+            break;
+        };
+        match take_within(&mut file, &mut budget) {
+            Ok(Some(data)) => members.insert(name, data),
+            Ok(None) => return Err(too_large(cap)),
+            // The member the damage is in, and everything after it, is lost.
+            Err(_) => break,
+        };
+    }
+    Ok((members, budget))
 }
 
 /// One XML event, reduced to what the extractors look at.
@@ -130,13 +205,14 @@ fn attr(e: &BytesStart<'_>, name: &str) -> Option<String> {
 /// style's outline level), as `styles.xml` names them.
 pub(crate) fn docx(bytes: &[u8], limits: &Limits) -> Result<Extracted, Failure> {
     let mut zip = Archive::open(bytes, limits, "DOCX")?;
-    if zip.read("EncryptionInfo")?.is_some() {
+    if zip.optional("EncryptionInfo")?.is_some() {
         return Err(Failure::Encrypted);
     }
-    let levels = match zip.read("word/styles.xml")? {
-        Some(xml) => docx_heading_styles(&xml)?,
-        None => HashMap::new(),
-    };
+    // Without readable styles the text is all there, only headings read as paragraphs.
+    let levels = zip
+        .optional("word/styles.xml")?
+        .and_then(|xml| docx_heading_styles(&xml).ok())
+        .unwrap_or_default();
     let xml = zip.required("word/document.xml", "DOCX")?;
     let mut b = TextBuilder::default();
     let mut para = String::new();
@@ -218,7 +294,7 @@ fn docx_heading_styles(xml: &[u8]) -> Result<HashMap<String, usize>, Failure> {
 /// ODT: `content.xml`, headings from `text:h` and their outline level.
 pub(crate) fn odt(bytes: &[u8], limits: &Limits) -> Result<Extracted, Failure> {
     let mut zip = Archive::open(bytes, limits, "ODT")?;
-    if let Some(manifest) = zip.read("META-INF/manifest.xml")?
+    if let Some(manifest) = zip.optional("META-INF/manifest.xml")?
         && String::from_utf8_lossy(&manifest).contains("encryption-data")
     {
         return Err(Failure::Encrypted);
@@ -292,14 +368,15 @@ pub(crate) fn pptx(bytes: &[u8], limits: &Limits) -> Result<Extracted, Failure> 
     }
     let mut b = TextBuilder::default();
     for name in slides {
-        let Some(xml) = zip.read(&name)? else {
+        // A slide that cannot be read keeps its number: the next slide is still slide n + 1.
+        b.page();
+        let Some(xml) = zip.optional(&name)? else {
             continue;
         };
-        b.page();
         let mut para = String::new();
         let mut title = false;
         let mut in_text = false;
-        each_event(&xml, |ev| match ev {
+        let parsed = each_event(&xml, |ev| match ev {
             Xml::Start(e) => match e.local_name().into_inner() {
                 "ph" => {
                     title = matches!(attr(e, "type").as_deref(), Some("title" | "ctrTitle"));
@@ -324,7 +401,10 @@ pub(crate) fn pptx(bytes: &[u8], limits: &Limits) -> Result<Extracted, Failure> 
             },
             Xml::Text(t) if in_text => para.push_str(t),
             Xml::Text(_) => {}
-        })?;
+        });
+        if let Err(e) = parsed {
+            tracing::debug!(slide = %name, "slide read up to damage: {e}");
+        }
     }
     let (text, pages) = b.finish();
     Ok(Extracted {
@@ -339,7 +419,7 @@ pub(crate) fn pptx(bytes: &[u8], limits: &Limits) -> Result<Extracted, Failure> 
 /// relationships), else by the number in their names.
 fn pptx_slide_order(zip: &mut Archive<'_>) -> Result<Vec<String>, Failure> {
     let mut targets: HashMap<String, String> = HashMap::new();
-    if let Some(rels) = zip.read("ppt/_rels/presentation.xml.rels")? {
+    if let Some(rels) = zip.optional("ppt/_rels/presentation.xml.rels")? {
         each_event(&rels, |ev| {
             if let Xml::Start(e) = ev
                 && local(e) == "Relationship"
@@ -353,20 +433,24 @@ fn pptx_slide_order(zip: &mut Archive<'_>) -> Result<Vec<String>, Failure> {
                 };
                 targets.insert(id, path);
             }
-        })?;
+        })
+        .unwrap_or_else(|e| tracing::debug!("slide relationships damaged: {e}"));
     }
     let mut order = Vec::new();
-    if let Some(pres) = zip.read("ppt/presentation.xml")? {
-        each_event(&pres, |ev| {
+    // Damaged parts that give the order leave the slides in the order of their names.
+    let listed = match zip.optional("ppt/presentation.xml")? {
+        Some(pres) => each_event(&pres, |ev| {
             if let Xml::Start(e) = ev
                 && local(e) == "sldId"
                 && let Some(t) = attr(e, "id").and_then(|id| targets.get(&id))
             {
                 order.push(t.clone());
             }
-        })?;
-    }
-    if order.is_empty() {
+        })
+        .is_ok(),
+        None => false,
+    };
+    if !listed || order.is_empty() {
         let mut slides: Vec<(u32, String)> = zip
             .names()
             .into_iter()
@@ -389,7 +473,7 @@ fn pptx_slide_order(zip: &mut Archive<'_>) -> Result<Vec<String>, Failure> {
 pub(crate) fn epub(bytes: &[u8], limits: &Limits) -> Result<Extracted, Failure> {
     let mut zip = Archive::open(bytes, limits, "EPUB")?;
     // Encrypted fonts are only obfuscated (IDPF font mangling); encrypted chapters are DRM.
-    if let Some(enc) = zip.read("META-INF/encryption.xml")? {
+    if let Some(enc) = zip.optional("META-INF/encryption.xml")? {
         let mut chapters = false;
         each_event(&enc, |ev| {
             if let Xml::Start(e) = ev
@@ -459,8 +543,8 @@ pub(crate) fn epub(bytes: &[u8], limits: &Limits) -> Result<Extracted, Failure> 
         } else {
             format!("{base}/{href}")
         };
-        let Some(chapter) = zip.read(&path)? else {
-            tracing::debug!(%path, "EPUB spine item missing");
+        let Some(chapter) = zip.optional(&path)? else {
+            tracing::debug!(%path, "EPUB spine item missing or damaged");
             continue;
         };
         let doc = scraper::Html::parse_document(&String::from_utf8_lossy(&chapter));
@@ -474,4 +558,71 @@ pub(crate) fn epub(bytes: &[u8], limits: &Limits) -> Result<Extracted, Failure> 
         pages: Vec::new(),
         title: (!title.is_empty()).then_some(title),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn zip_of(members: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut buf = Cursor::new(Vec::new());
+        let mut z = zip::ZipWriter::new(&mut buf);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (name, content) in members {
+            z.start_file(*name, opts).unwrap();
+            z.write_all(content).unwrap();
+        }
+        z.finish().unwrap();
+        buf.into_inner()
+    }
+
+    const DOC: &str = r#"<w:document xmlns:w="w"><w:body><w:p><w:pPr><w:pStyle w:val="H1"/></w:pPr><w:r><w:t>Kilns</w:t></w:r></w:p><w:p><w:r><w:t>Cone 6 is 1220 degrees.</w:t></w:r></w:p></w:body></w:document>"#;
+    const STYLES: &str = r#"<w:styles xmlns:w="w"><w:style w:styleId="H1"><w:name w:val="heading 1"/></w:style></w:styles>"#;
+
+    #[test]
+    fn a_truncated_docx_gives_the_parts_before_the_cut() {
+        // A last part that does not compress, so a cut can fall inside it.
+        let mut x = 1u32;
+        let noise: Vec<u8> = (0..4000)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (x >> 24) as u8
+            })
+            .collect();
+        let bytes = zip_of(&[
+            ("word/document.xml", DOC.as_bytes()),
+            ("word/styles.xml", STYLES.as_bytes()),
+            ("docProps/thumbnail.bin", &noise),
+        ]);
+        let whole = docx(&bytes, &Limits::default()).unwrap();
+        assert_eq!(whole.text, "# Kilns\n\nCone 6 is 1220 degrees.");
+        // Cut inside the last member: the directory is gone, the first two parts are whole.
+        let cut = &bytes[..bytes.len() - 600];
+        assert_eq!(docx(cut, &Limits::default()).unwrap().text, whole.text);
+        // Cut inside the document itself: nothing to read.
+        assert!(matches!(
+            docx(&bytes[..60], &Limits::default()),
+            Err(Failure::Unreadable(_))
+        ));
+    }
+
+    #[test]
+    fn damaged_styles_cost_only_the_headings() {
+        let bytes = zip_of(&[
+            ("word/styles.xml", STYLES.as_bytes()),
+            ("word/document.xml", DOC.as_bytes()),
+        ]);
+        // Corrupt the styles' compressed data (it follows its 30-byte header and name), so
+        // its checksum fails.
+        let mut damaged = bytes.clone();
+        let start = 30 + "word/styles.xml".len();
+        for b in &mut damaged[start + 4..start + 12] {
+            *b ^= 0x5a;
+        }
+        let e = docx(&damaged, &Limits::default()).unwrap();
+        assert_eq!(e.text, "Kilns\n\nCone 6 is 1220 degrees.");
+    }
 }

@@ -10,6 +10,13 @@ use pdf_oxide::error::Error as PdfError;
 use super::{Extracted, Failure, Format, TextBuilder};
 
 pub(crate) fn extract(bytes: &[u8]) -> Result<Extracted, Failure> {
+    // Readers accept the header anywhere in the first KB (after junk some writers prepend).
+    let head = &bytes[..bytes.len().min(1024)];
+    if !head.windows(5).any(|w| w == b"%PDF-") {
+        return Err(Failure::Unreadable(
+            "not a PDF file (no %PDF- header)".into(),
+        ));
+    }
     let doc = PdfDocument::from_bytes(bytes.to_vec()).map_err(|e| match e {
         PdfError::EncryptedPdf => Failure::Encrypted,
         e => Failure::Unreadable(format!("not a readable PDF: {e}")),

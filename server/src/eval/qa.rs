@@ -294,6 +294,7 @@ pub async fn run(mut config: Config, dir: &Path, opts: QaOptions, json: bool) ->
                     kind: AnswerKind::Short,
                     verify,
                     constrain: opts.constrain,
+                    ..AskOptions::default()
                 },
                 |_| {},
             )
