@@ -123,6 +123,40 @@ pub(crate) fn markers(text: &str) -> Vec<Marker> {
     out
 }
 
+/// Lexical support at or above which a claim is taken as supported without asking the
+/// model: its passage holds nearly every content word, so it is a copy or near-copy (a small
+/// model asked about a verbatim copy can still say no).
+pub(crate) const LEXICAL_SUPPORTED: f64 = 0.8;
+
+/// A sentence's claim (its words without the markers: what is judged is the words, not the
+/// numbers) and the passage numbers it cites that name one of `n_passages`.
+pub(crate) fn claim(sentence: &str, n_passages: usize) -> (String, Vec<u32>) {
+    let ms = markers(sentence);
+    let numbers = ms
+        .iter()
+        .flat_map(|m| m.numbers.iter().copied())
+        .filter(|&k| is_valid(k, n_passages))
+        .collect();
+    let mut claim = sentence.to_owned();
+    for m in ms.iter().rev() {
+        claim.replace_range(m.start..m.end, "");
+    }
+    let claim = claim.split_whitespace().collect::<Vec<_>>().join(" ");
+    (claim.replace(" .", "."), numbers)
+}
+
+/// Whether the passages `sentence` cites hold nearly all its words (the lexical test's
+/// "supported"); false for a sentence that cites nothing.
+pub(crate) fn lexically_supported(sentence: &str, passages: &[Passage]) -> bool {
+    let (claim, numbers) = claim(sentence, passages.len());
+    let texts: Vec<&str> = numbers
+        .iter()
+        .filter_map(|&k| passages.get(k as usize - 1))
+        .map(|p| p.text.trim())
+        .collect();
+    !texts.is_empty() && lexical_support(&claim, &texts).is_some_and(|x| x >= LEXICAL_SUPPORTED)
+}
+
 /// `sentence` with its markers replaced by one marker `[n]`, where the first one was.
 pub(crate) fn recited(sentence: &str, n: u32) -> String {
     let ms = markers(sentence);

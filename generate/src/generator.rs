@@ -22,6 +22,7 @@ use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{LogOptions, send_logs_to_tracing};
 
+use crate::gate::Gate;
 use crate::grammar::{self, ABSTENTION, Constraint};
 use crate::prompt::{self, Template, pack};
 use crate::stop::StopRules;
@@ -44,10 +45,6 @@ const MIN_PROMPT_TOKENS: u32 = 64;
 /// A short answer is a phrase; its JSON never needs more.
 const SHORT_ANSWER_TOKENS: u32 = 64;
 
-/// Lexical support at or above which a claim is taken as supported without asking the
-/// model: its passage holds nearly every content word, so it is a copy or near-copy (a small
-/// model asked about a verbatim copy can still say no).
-const LEXICAL_SUPPORTED: f64 = 0.8;
 /// Lexical support below which a claim is dropped without asking the model: most of what it
 /// says is not in its passage.
 const LEXICAL_UNSUPPORTED: f64 = 0.3;
@@ -412,7 +409,9 @@ impl<'m> Worker<'m> {
             AnswerKind::Schema(_) => prompt::SYSTEM_SCHEMA,
             _ => prompt::SYSTEM_PROSE,
         };
-        let cap = self.cfg.max_answer_tokens;
+        let cap = opts.max_tokens.map_or(self.cfg.max_answer_tokens, |m| {
+            m.clamp(1, self.cfg.max_answer_tokens)
+        });
         let reserve = if opts.verify { VERIFY_RESERVE } else { 0 };
         let budget = self
             .cfg
@@ -449,10 +448,20 @@ impl<'m> Worker<'m> {
         self.make_room(tokens.len(), cap);
         let mut timings = Timings::default();
         let mut first_piece: Option<f64> = None;
+        // Prose streams through the gate: only what the final answer will hold is sent.
+        let prose = opts.kind == AnswerKind::Prose;
+        let mut gate = Gate::new(opts.verify.then_some(&packed.passages[..]));
         let generated =
             self.generate(&tokens, constraint, cap as usize, &mut timings, &mut |s| {
                 first_piece.get_or_insert_with(|| asked.elapsed().as_secs_f64());
-                emit(s);
+                if !prose {
+                    emit(s);
+                    return;
+                }
+                let now = gate.push(s);
+                if !now.is_empty() {
+                    emit(&now);
+                }
             })?;
         timings.first_token_seconds = first_piece.unwrap_or_default();
         tracing::debug!(
@@ -493,6 +502,10 @@ impl<'m> Worker<'m> {
                     answer.answer = text;
                     answer.citations = citations;
                     answer.dropped_markers = dropped;
+                }
+                let rest = gate.finish(&answer.answer);
+                if !rest.is_empty() {
+                    emit(&rest);
                 }
             }
             AnswerKind::Schema(_) => {
@@ -682,21 +695,10 @@ impl<'m> Worker<'m> {
         let mut kept: Vec<String> = Vec::new();
         for (s, e) in cite::sentences(draft) {
             let sentence = draft[s..e].trim();
-            let numbers: Vec<u32> = cite::markers(sentence)
-                .into_iter()
-                .flat_map(|m| m.numbers)
-                .filter(|&k| k >= 1 && (k as usize) <= passages.len())
-                .collect();
+            let (claim, numbers) = cite::claim(sentence, passages.len());
             if numbers.is_empty() {
                 continue;
             }
-            // The claim without its markers: the model judges the words, not the numbers.
-            let mut claim = sentence.to_owned();
-            for m in cite::markers(sentence).iter().rev() {
-                claim.replace_range(m.start..m.end, "");
-            }
-            let claim = claim.split_whitespace().collect::<Vec<_>>().join(" ");
-            let claim = claim.replace(" .", ".");
             v.checked += 1;
             if self.supported(passages, &numbers, &claim)? {
                 kept.push(sentence.to_owned());
@@ -734,7 +736,7 @@ impl<'m> Worker<'m> {
             .collect();
         // The cheap test first: the model is asked only where the words leave it open.
         match cite::lexical_support(claim, &texts) {
-            Some(x) if x >= LEXICAL_SUPPORTED => return Ok(true),
+            Some(x) if x >= cite::LEXICAL_SUPPORTED => return Ok(true),
             Some(x) if x < LEXICAL_UNSUPPORTED => return Ok(false),
             _ => {}
         }
@@ -981,7 +983,7 @@ fn recite(passages: &[Passage], cited: &[u32], claim: &str) -> Option<u32> {
         .zip(1u32..)
         .filter(|(_, k)| !cited.contains(k))
         .filter_map(|(p, k)| Some((cite::lexical_support(claim, &[p.text.trim()])?, k)))
-        .filter(|&(x, _)| x >= LEXICAL_SUPPORTED)
+        .filter(|&(x, _)| x >= cite::LEXICAL_SUPPORTED)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, k)| k)
 }

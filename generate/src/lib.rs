@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 
 mod cite;
+mod gate;
 mod generator;
 pub mod grammar;
 mod prompt;
@@ -63,6 +64,9 @@ pub struct AskOptions {
     /// Short answers: abstain where the model's probability of null reaches this; `None`
     /// takes [`GeneratorConfig::abstain_threshold`].
     pub abstain_threshold: Option<f32>,
+    /// At most this many tokens of answer; `None` (or more than it) takes
+    /// [`GeneratorConfig::max_answer_tokens`].
+    pub max_tokens: Option<u32>,
 }
 
 impl Default for AskOptions {
@@ -72,6 +76,7 @@ impl Default for AskOptions {
             verify: true,
             constrain: true,
             abstain_threshold: None,
+            max_tokens: None,
         }
     }
 }
@@ -96,6 +101,15 @@ pub struct Passage {
     /// The heading path the span sits under, shown to the user, not the model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub section: Option<String>,
+}
+
+/// The citation markers of an answer: each marker's byte range in `text` and the passage
+/// numbers it names (`[1, 2]` names two).
+pub fn citation_markers(text: &str) -> Vec<(std::ops::Range<usize>, Vec<u32>)> {
+    cite::markers(text)
+        .into_iter()
+        .map(|m| (m.start..m.end, m.numbers))
+        .collect()
 }
 
 /// The default [`GeneratorConfig::abstain_threshold`], chosen for the default model on

@@ -201,7 +201,7 @@ async fn ask(
     };
     let engine = Engine::open(config).await?;
     let answer = engine
-        .ask(question, k, opts, move |piece| {
+        .ask(question, k, None, opts, move |piece| {
             if !json {
                 let mut out = std::io::stdout().lock();
                 let _ = out.write_all(piece.as_bytes());
@@ -217,22 +217,15 @@ async fn ask(
     if structured {
         return Ok(());
     }
-    // The streamed text is the draft; print the checked answer when it differs.
-    if let Some(v) = answer
-        .verification
-        .as_ref()
-        .filter(|v| !v.dropped.is_empty())
+    // What streamed is the checked answer: each sentence once verification keeps it.
+    if let Some(v) = &answer.verification
+        && !v.dropped.is_empty()
     {
         println!(
-            "\nAnswer (verified; {} of {} sentences dropped as unsupported):\n{}",
+            "(verification dropped {} of {} sentences as unsupported by their passages)",
             v.dropped.len(),
-            v.checked,
-            answer.answer
+            v.checked
         );
-    } else if answer.abstained {
-        println!();
-    } else {
-        println!("\nAnswer (citations checked):\n{}", answer.answer);
     }
     if !answer.citations.is_empty() {
         println!("\nSources:");

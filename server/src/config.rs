@@ -68,6 +68,10 @@ pub struct Settings {
     /// and the file skipped ("timeout"). [default: 30]
     #[arg(long, global = true, env = "SOVRAG_EXTRACT_TIMEOUT")]
     pub extract_timeout: Option<u64>,
+    /// Answers the server writes at once; more wait in a short queue, and past it a request
+    /// is refused with 429. [default: 2]
+    #[arg(long, global = true, env = "SOVRAG_MAX_CONCURRENT_ANSWERS")]
+    pub max_concurrent_answers: Option<usize>,
 }
 
 /// A switch, as the command line spells it.
@@ -107,6 +111,7 @@ pub struct FileConfig {
     verify: Option<OnOff>,
     abstain_threshold: Option<f32>,
     extract_timeout: Option<u64>,
+    max_concurrent_answers: Option<usize>,
 }
 
 /// The resolved settings the engine and server run with.
@@ -131,6 +136,8 @@ pub struct Config {
     pub abstain_threshold: f32,
     /// Seconds per extracted document (see `Settings::extract_timeout`).
     pub extract_timeout: u64,
+    /// Answers written at once by the server (see `Settings::max_concurrent_answers`).
+    pub max_concurrent_answers: usize,
 }
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:7878";
@@ -189,6 +196,11 @@ impl Config {
                 .extract_timeout
                 .or(f.extract_timeout)
                 .unwrap_or(30)
+                .max(1),
+            max_concurrent_answers: over
+                .max_concurrent_answers
+                .or(f.max_concurrent_answers)
+                .unwrap_or(2)
                 .max(1),
         };
         anyhow::ensure!(

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use sovrag_generate::{Answer, AskOptions, Generator, GeneratorConfig, Passage};
+use sovrag_generate::{Answer, AskOptions, Generator, Passage};
 use sovrag_ingest::chunk::{Chunker, doc_id, embed_text};
 use sovrag_ingest::embed::Embedder;
 use sovrag_ingest::extract::{Extractor, Isolation, Limits};
@@ -19,7 +19,12 @@ use sovrag_retrieve::{Change, ChunkRecord, Hit, SearchMode, StageTimes, Store};
 use crate::config::Config;
 
 mod documents;
+mod models;
 pub use documents::DocumentText;
+pub use models::{ModelInfo, UnknownModel};
+
+/// The answer when nothing is indexed.
+const NOTHING_INDEXED: &str = "Nothing is indexed yet, so there is nothing to answer from. Run `sovrag index DIR` or `sovrag serve --watch DIR` first.";
 
 /// Where the problems of the last runs are kept, in the data dir.
 const PROBLEMS_FILE: &str = "problems.json";
@@ -38,7 +43,8 @@ pub struct Engine {
     /// Reads PDFs and office documents in worker processes (`sovrag __extract-worker`).
     extractor: Arc<Extractor>,
     store: Store,
-    generator: tokio::sync::OnceCell<Arc<Generator>>,
+    /// The generator held loaded, and its GGUF (see `models`).
+    generator: tokio::sync::Mutex<Option<(PathBuf, Arc<Generator>)>>,
     /// Last problem seen per path (skipped or failed files), for `status`; kept in
     /// [`PROBLEMS_FILE`] so a `status` after an `index` run still lists them.
     problems: Mutex<BTreeMap<String, String>>,
@@ -186,7 +192,7 @@ impl Engine {
             chunker: Arc::new(chunker),
             extractor: Arc::new(extractor),
             store,
-            generator: tokio::sync::OnceCell::new(),
+            generator: tokio::sync::Mutex::new(None),
             problems: Mutex::new(problems),
             activity: Mutex::new(Activity::default()),
             layouts: Mutex::new(HashMap::new()),
@@ -497,43 +503,34 @@ impl Engine {
             .cloned()
     }
 
-    /// Loads the generator once; later calls share it.
-    pub async fn generator(&self) -> Result<Arc<Generator>> {
-        self.generator
-            .get_or_try_init(|| async {
-                let cfg = GeneratorConfig {
-                    model_path: self
-                        .config
-                        .gguf
-                        .clone()
-                        .unwrap_or_else(|| self.models.gguf.clone()),
-                    n_ctx: self.config.ctx_size,
-                    n_gpu_layers: self.config.gpu_layers,
-                    max_answer_tokens: self.config.max_answer_tokens,
-                    threads: self.config.threads.map(|t| t as i32),
-                    abstain_threshold: self.config.abstain_threshold,
-                    ..GeneratorConfig::default()
-                };
-                let g = tokio::task::spawn_blocking(move || Generator::load(cfg)).await??;
-                anyhow::Ok(Arc::new(g))
-            })
-            .await
-            .cloned()
-    }
-
-    /// Answers `question` from the `k` best passages; `on_token` sees the draft as it streams.
+    /// Answers `question` from the `k` best passages with the generator `model` names
+    /// (`None`: the default); `on_token` sees the answer as it streams.
     pub async fn ask(
         &self,
         question: &str,
         k: usize,
+        model: Option<&str>,
+        opts: AskOptions,
+        on_token: impl FnMut(&str) + Send + 'static,
+    ) -> Result<Answer> {
+        let hits = self.query(question, k).await?;
+        let passages = hits.into_iter().map(passage).collect();
+        self.answer(question, passages, model, opts, on_token).await
+    }
+
+    /// Answers `question` from `passages` (see [`Engine::ask`]).
+    pub async fn answer(
+        &self,
+        question: &str,
+        passages: Vec<Passage>,
+        model: Option<&str>,
         opts: AskOptions,
         mut on_token: impl FnMut(&str) + Send + 'static,
     ) -> Result<Answer> {
-        let hits = self.query(question, k).await?;
-        if hits.is_empty() {
+        if passages.is_empty() {
             // Nothing indexed: say so rather than let the model answer from nothing.
-            return Ok(Answer {
-                answer: "Nothing is indexed yet, so there is nothing to answer from. Run `sovrag index DIR` or `sovrag serve --watch DIR` first.".into(),
+            let answer = Answer {
+                answer: NOTHING_INDEXED.into(),
                 citations: Vec::new(),
                 dropped_markers: Vec::new(),
                 passages_used: 0,
@@ -547,21 +544,11 @@ impl Engine {
                 verification: None,
                 null_probability: None,
                 timings: sovrag_generate::Timings::default(),
-            });
+            };
+            on_token(&answer.answer);
+            return Ok(answer);
         }
-        let generator = self.generator().await?;
-        let passages: Vec<Passage> = hits
-            .into_iter()
-            .map(|h| Passage {
-                path: h.path,
-                doc_id: h.doc_id,
-                start_line: h.start_line,
-                end_line: h.end_line,
-                text: h.text,
-                page: h.location.page,
-                section: h.location.section,
-            })
-            .collect();
+        let generator = self.generator_for(model).await?;
         let q = question.to_string();
         let answer = tokio::task::spawn_blocking(move || {
             generator.answer(&q, &passages, &opts, &mut on_token)
@@ -754,6 +741,19 @@ struct Indexed {
     hash_of: HashMap<String, String>,
     /// Every indexed content hash (a moved file is found by its content).
     hashes: HashSet<String>,
+}
+
+/// A search hit as the generator takes it.
+pub fn passage(h: Hit) -> Passage {
+    Passage {
+        path: h.path,
+        doc_id: h.doc_id,
+        start_line: h.start_line,
+        end_line: h.end_line,
+        text: h.text,
+        page: h.location.page,
+        section: h.location.section,
+    }
 }
 
 /// How a path is stored: absolute, as the file system gave it.

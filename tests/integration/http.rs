@@ -180,10 +180,14 @@ fn query_and_ask_shapes_and_bad_requests() {
             "{path} {:?} -> {resp}",
             String::from_utf8_lossy(&body[..body.len().min(40)])
         );
+        // OpenAI's error shape, on every route.
         assert!(
-            resp["error"].as_str().is_some_and(|m| !m.is_empty()),
+            resp["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
             "no message: {resp}"
         );
+        assert_eq!(resp["error"]["type"], "invalid_request_error", "{resp}");
     }
     // The server is still healthy after all that.
     assert_eq!(server.get("/healthz").unwrap().0, 200);

@@ -7,5 +7,6 @@ mod corpus;
 mod documents;
 mod eval;
 mod http;
+mod openai;
 mod setup;
 mod watch;

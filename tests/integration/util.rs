@@ -135,6 +135,74 @@ impl Server {
     pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         self.post_raw(path, "application/json", body.to_string().as_bytes(), None)
     }
+
+    /// POSTs `body` and reads the response as server-sent events, to the end.
+    pub fn post_events(&self, path: &str, body: &Value) -> Events {
+        let mut resp = agent()
+            .post(format!("{}{path}", self.base))
+            .header("Content-Type", "application/json")
+            .send(body.to_string().as_bytes())
+            .expect("HTTP request");
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let mut events = Events {
+            status: resp.status().as_u16(),
+            content_type: header("content-type"),
+            accel_buffering: header("x-accel-buffering"),
+            data: Vec::new(),
+            comments: 0,
+        };
+        let reader = BufReader::new(resp.body_mut().as_reader());
+        for line in reader.lines() {
+            let line = line.expect("event stream");
+            if let Some(data) = line.strip_prefix("data: ") {
+                events.data.push(data.to_owned());
+            } else if line.starts_with(':') {
+                events.comments += 1;
+            }
+        }
+        events
+    }
+}
+
+/// A response read as server-sent events.
+#[derive(Debug)]
+pub struct Events {
+    pub status: u16,
+    pub content_type: String,
+    pub accel_buffering: String,
+    /// Each event's `data`, in order (`[DONE]` included).
+    pub data: Vec<String>,
+    /// Comment lines (keep-alives).
+    pub comments: usize,
+}
+
+impl Events {
+    /// The JSON events (all but `[DONE]`).
+    pub fn json(&self) -> Vec<Value> {
+        self.data
+            .iter()
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("{e}: {d}")))
+            .collect()
+    }
+
+    /// The content deltas joined.
+    pub fn content(&self) -> String {
+        self.json()
+            .iter()
+            .filter_map(|v| {
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
 }
 
 impl Drop for Server {

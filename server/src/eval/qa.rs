@@ -290,6 +290,7 @@ pub async fn run(mut config: Config, dir: &Path, opts: QaOptions, json: bool) ->
             .ask(
                 &q.question,
                 opts.passages,
+                None,
                 AskOptions {
                     kind: AnswerKind::Short,
                     verify,

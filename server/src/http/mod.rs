@@ -1,4 +1,7 @@
-//! The HTTP API and the web page (actix-web).
+//! The HTTP API and the web page (actix-web): sovrag's own endpoints here, the
+//! OpenAI-compatible ones in [`openai`].
+
+mod openai;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -7,15 +10,21 @@ use actix_web::http::StatusCode;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, error, web};
 use anyhow::{Context, Result};
 use serde::Deserialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::engine::Engine;
+use crate::engine::{Engine, UnknownModel};
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 1 << 20;
 /// Largest `k` a client may ask for.
 const MAX_K: usize = 100;
+/// Answers that may wait for the generator beyond those it is working on; past them a
+/// request is refused with 429.
+const MAX_WAITING_ANSWERS: usize = 8;
+/// What a refused client is told to wait before trying again, in seconds.
+const RETRY_AFTER_SECS: u64 = 5;
 
-const PAGE: &str = include_str!("../web/index.html");
+const PAGE: &str = include_str!("../../web/index.html");
 
 struct State {
     engine: Arc<Engine>,
@@ -23,9 +32,47 @@ struct State {
     // actix's single-threaded worker runtimes.
     rt: tokio::runtime::Handle,
     api_key: Option<String>,
+    /// Answers admitted: running or waiting.
+    admitted: Arc<Semaphore>,
+    /// Answers running at once (`max_concurrent_answers`).
+    running: Arc<Semaphore>,
 }
 
-/// Every error the API returns, and its HTTP status: one table.
+impl State {
+    /// A place for one answer, or 429 when too many are running and waiting. Searches never
+    /// take one: generation does not hold them up.
+    fn answer_slot(&self) -> Result<Slot, ApiError> {
+        let admitted = self
+            .admitted
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::Busy)?;
+        Ok(Slot {
+            _admitted: admitted,
+            running: self.running.clone(),
+        })
+    }
+}
+
+/// An admitted answer; [`Slot::run`] waits for its turn.
+struct Slot {
+    _admitted: OwnedSemaphorePermit,
+    running: Arc<Semaphore>,
+}
+
+impl Slot {
+    async fn run(self) -> (OwnedSemaphorePermit, OwnedSemaphorePermit) {
+        let running = self
+            .running
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        (self._admitted, running)
+    }
+}
+
+/// Every error the API returns, and its HTTP status: one table, in OpenAI's shape
+/// (`{"error": {"message", "type", "param", "code"}}`) on every route.
 #[derive(Debug, thiserror::Error)]
 enum ApiError {
     #[error("{0}")]
@@ -36,8 +83,37 @@ enum ApiError {
     TooLarge,
     #[error("not found")]
     NotFound,
+    #[error("{}", UnknownModel(.0.clone()))]
+    ModelNotFound(String),
+    #[error("too many answers are running or waiting: try again in {RETRY_AFTER_SECS} s")]
+    Busy,
     #[error("{0}")]
     Internal(String),
+}
+
+impl ApiError {
+    /// An engine failure: a model the request named that does not exist is the client's.
+    fn from_engine(e: anyhow::Error) -> Self {
+        match e.downcast_ref::<UnknownModel>() {
+            Some(UnknownModel(m)) => ApiError::ModelNotFound(m.clone()),
+            None => ApiError::Internal(format!("{e:#}")),
+        }
+    }
+
+    fn body(&self) -> serde_json::Value {
+        let (kind, code) = match self {
+            ApiError::BadRequest(_) | ApiError::TooLarge | ApiError::NotFound => {
+                ("invalid_request_error", None)
+            }
+            ApiError::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
+            ApiError::Unauthorized => ("authentication_error", Some("invalid_api_key")),
+            ApiError::Busy => ("rate_limit_error", Some("rate_limit_exceeded")),
+            ApiError::Internal(_) => ("server_error", None),
+        };
+        serde_json::json!({
+            "error": {"message": self.to_string(), "type": kind, "param": null, "code": code}
+        })
+    }
 }
 
 impl ResponseError for ApiError {
@@ -46,14 +122,18 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Busy => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .json(serde_json::json!({ "error": self.to_string() }))
+        let mut r = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::Busy) {
+            r.insert_header(("Retry-After", RETRY_AFTER_SECS.to_string()));
+        }
+        r.json(self.body())
     }
 }
 
@@ -73,6 +153,9 @@ struct AskRequest {
     schema: Option<serde_json::Value>,
     /// Verify the answer's sentences against their passages (default: the server's setting).
     verify: Option<bool>,
+    /// Stream the answer as server-sent events, shaped as chat completion chunks.
+    #[serde(default)]
+    stream: bool,
 }
 
 fn authorize(req: &HttpRequest, state: &State) -> Result<(), ApiError> {
@@ -120,7 +203,7 @@ async fn run<T: Send + 'static>(
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => {
             tracing::error!("{e:#}");
-            Err(ApiError::Internal(format!("{e:#}")))
+            Err(ApiError::from_engine(e))
         }
         Err(e) => Err(ApiError::Internal(format!("task failed: {e}"))),
     }
@@ -173,8 +256,19 @@ async fn ask(
         verify: body.verify.unwrap_or(engine.config.verify),
         ..sovrag_generate::AskOptions::default()
     };
+    if body.stream {
+        let job = openai::Job {
+            question: body.question,
+            k,
+            model: engine.default_model(),
+            opts,
+        };
+        return openai::stream(&state, job, true);
+    }
+    let slot = state.answer_slot()?;
     let answer = run(&state, async move {
-        engine.ask(&body.question, k, opts, |_| {}).await
+        let _slot = slot.run().await;
+        engine.ask(&body.question, k, None, opts, |_| {}).await
     })
     .await?;
     Ok(HttpResponse::Ok().json(answer))
@@ -247,10 +341,13 @@ pub async fn serve(
     addrs: Vec<SocketAddr>,
     api_key: Option<String>,
 ) -> Result<()> {
+    let running = engine.config.max_concurrent_answers;
     let state = web::Data::new(State {
         engine,
         rt: tokio::runtime::Handle::current(),
         api_key,
+        admitted: Arc::new(Semaphore::new(running + MAX_WAITING_ANSWERS)),
+        running: Arc::new(Semaphore::new(running)),
     });
     let server = HttpServer::new(move || {
         App::new()
@@ -266,6 +363,10 @@ pub async fn serve(
             .route("/v1/ask", web::post().to(ask))
             .route("/v1/status", web::get().to(status))
             .route("/v1/documents/{doc_id}", web::get().to(document))
+            .route("/v1/chat/completions", web::post().to(openai::chat))
+            .route("/v1/models", web::get().to(openai::models))
+            .route("/v1/models/{id}", web::get().to(openai::model))
+            .route("/v1/embeddings", web::post().to(openai::embeddings))
             .default_service(web::to(not_found))
     })
     .workers(2)
@@ -273,7 +374,7 @@ pub async fn serve(
     .with_context(|| format!("cannot listen on {addrs:?}"))?;
     for a in server.addrs() {
         println!(
-            "sovrag: serving on http://{a}/ (API: POST /v1/query, POST /v1/ask, GET /v1/documents/ID)"
+            "sovrag: serving on http://{a}/ (API: POST /v1/query, POST /v1/ask, GET /v1/documents/ID; OpenAI-compatible: POST /v1/chat/completions, GET /v1/models, POST /v1/embeddings)"
         );
     }
     server.run().await.context("HTTP server")

@@ -1,0 +1,543 @@
+//! The OpenAI-compatible endpoints: chat completions (whole or streamed as server-sent
+//! events), models, embeddings. A chat completion is a sovrag answer: retrieval, the cited
+//! answer, verification; its citations come back as `url_citation` annotations and a
+//! `sources` list.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sovrag_generate::{Answer, AnswerKind, AskOptions, StopReason};
+use sovrag_retrieve::Hit;
+
+use super::{ApiError, MAX_K, State, authorize, run};
+use crate::engine::{Engine, passage};
+
+/// Passages retrieved for a chat question.
+const CHAT_K: usize = 5;
+/// Most messages in one request, and most characters in all of them.
+const MAX_MESSAGES: usize = 256;
+const MAX_MESSAGE_CHARS: usize = 64 * 1024;
+/// Most inputs, and characters each, in one embeddings request.
+const MAX_EMBED_INPUTS: usize = 256;
+const MAX_EMBED_CHARS: usize = 32 * 1024;
+/// How often a stream that has nothing to send yet says it is alive.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// The embedding model's id in responses.
+const EMBED_MODEL: &str = "all-MiniLM-L6-v2";
+
+#[derive(Deserialize)]
+pub(super) struct ChatRequest {
+    model: Option<String>,
+    messages: Vec<Message>,
+    #[serde(default)]
+    stream: bool,
+    stream_options: Option<StreamOptions>,
+    max_tokens: Option<u32>,
+    max_completion_tokens: Option<u32>,
+    response_format: Option<ResponseFormat>,
+    /// sovrag's own: passages to retrieve (default 5).
+    k: Option<usize>,
+    /// sovrag's own: verify the answer (default: the server's setting).
+    verify: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    role: String,
+    /// A string, or an array of parts of which the `text` ones count.
+    #[serde(default)]
+    content: Value,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+#[derive(Deserialize)]
+struct ResponseFormat {
+    #[serde(rename = "type")]
+    kind: String,
+    json_schema: Option<JsonSchemaFormat>,
+}
+
+#[derive(Deserialize)]
+struct JsonSchemaFormat {
+    schema: Option<Value>,
+}
+
+/// The text of a message's content.
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter(|p| p["type"] == "text")
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// The question a conversation asks: its last user message; a follow-up ("and on
+/// Windows?") is asked together with the user message before it, so that search and the
+/// generator see what it follows up on.
+fn question_of(messages: &[Message]) -> Result<String, ApiError> {
+    if messages.is_empty() || messages.len() > MAX_MESSAGES {
+        return Err(ApiError::BadRequest(format!(
+            "`messages` must hold 1 to {MAX_MESSAGES} messages"
+        )));
+    }
+    let total: usize = messages.iter().map(|m| text_of(&m.content).len()).sum();
+    if total > MAX_MESSAGE_CHARS {
+        return Err(ApiError::BadRequest(format!(
+            "`messages` hold {total} characters; the limit is {MAX_MESSAGE_CHARS}"
+        )));
+    }
+    let users: Vec<String> = messages
+        .iter()
+        .filter(|m| m.role == "user")
+        .map(|m| text_of(&m.content).trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let last = messages.last().map(|m| m.role.as_str());
+    match (users.as_slice(), last) {
+        ([.., prev, q], Some("user")) => Ok(format!("{prev} {q}")),
+        ([q], Some("user")) => Ok(q.clone()),
+        _ => Err(ApiError::BadRequest(
+            "the last message must be a user message with text: it is the question".into(),
+        )),
+    }
+}
+
+/// The answer kind `response_format` asks for; a schema llama.cpp cannot compile is the
+/// client's error.
+fn kind_of(format: Option<&ResponseFormat>) -> Result<AnswerKind, ApiError> {
+    let schema = match format {
+        None => return Ok(AnswerKind::Prose),
+        Some(f) if f.kind == "text" => return Ok(AnswerKind::Prose),
+        Some(f) if f.kind == "json_object" => json!({"type": "object"}),
+        Some(f) if f.kind == "json_schema" => f
+            .json_schema
+            .as_ref()
+            .and_then(|s| s.schema.clone())
+            .ok_or_else(|| {
+                ApiError::BadRequest("`response_format.json_schema.schema` is missing".into())
+            })?,
+        Some(f) => {
+            return Err(ApiError::BadRequest(format!(
+                "`response_format.type` `{}` is not one of text, json_object, json_schema",
+                f.kind
+            )));
+        }
+    };
+    let text = schema.to_string();
+    sovrag_generate::grammar::schema_grammar(&text)
+        .map_err(|e| ApiError::BadRequest(format!("`response_format.json_schema.schema`: {e}")))?;
+    Ok(AnswerKind::Schema(text))
+}
+
+/// Checks `model` names an available generator; returns its id.
+fn model_of(engine: &Engine, model: Option<&str>) -> Result<String, ApiError> {
+    match model.filter(|m| !m.is_empty()) {
+        None => Ok(engine.default_model()),
+        Some(m) if engine.models().iter().any(|i| i.id == m) => Ok(m.to_owned()),
+        Some(m) => Err(ApiError::ModelNotFound(m.to_owned())),
+    }
+}
+
+/// One sovrag answer, asked the way a chat completion or a streamed `/v1/ask` asks it.
+pub(super) struct Job {
+    pub question: String,
+    pub k: usize,
+    pub model: String,
+    pub opts: AskOptions,
+}
+
+fn finish_reason(a: &Answer) -> &'static str {
+    match a.stop_reason {
+        StopReason::TokenCap => "length",
+        _ => "stop",
+    }
+}
+
+fn document_url(doc_id: &str, start: u32, end: u32) -> String {
+    format!("/v1/documents/{doc_id}#L{start}-L{end}")
+}
+
+/// The passages given to the generator, numbered as the answer cites them.
+fn sources(hits: &[Hit]) -> Value {
+    hits.iter()
+        .enumerate()
+        .map(|(i, h)| {
+            json!({
+                "index": i + 1,
+                "doc_id": h.doc_id,
+                "path": h.path,
+                "start_line": h.start_line,
+                "end_line": h.end_line,
+                "page": h.location.page,
+                "section": h.location.section,
+                "title": h.path,
+                "url": document_url(&h.doc_id, h.start_line, h.end_line),
+                "score": h.score,
+                "text": h.text,
+            })
+        })
+        .collect()
+}
+
+/// Each citation marker of the answer as an OpenAI `url_citation` annotation: the marker's
+/// character range in `content`, and the cited passage's document and lines.
+fn annotations(a: &Answer) -> Vec<Value> {
+    let char_at = |byte: usize| a.answer[..byte].chars().count();
+    let mut out = Vec::new();
+    for (range, numbers) in sovrag_generate::citation_markers(&a.answer) {
+        for n in numbers {
+            let Some(c) = a.citations.iter().find(|c| c.n == n) else {
+                continue;
+            };
+            out.push(json!({
+                "type": "url_citation",
+                "url_citation": {
+                    "start_index": char_at(range.start),
+                    "end_index": char_at(range.end),
+                    "url": document_url(&c.doc_id, c.start_line, c.end_line),
+                    "title": c.path,
+                }
+            }));
+        }
+    }
+    out
+}
+
+fn usage(a: &Answer) -> Value {
+    json!({
+        "prompt_tokens": a.prompt_tokens,
+        "completion_tokens": a.generated_tokens,
+        "total_tokens": a.prompt_tokens + a.generated_tokens,
+    })
+}
+
+/// What sovrag adds to the last message or chunk: whether it abstained, the citations as
+/// the native API gives them, and what verification did.
+fn extension(a: &Answer) -> Value {
+    json!({
+        "abstained": a.abstained,
+        "citations": a.citations,
+        "verification": a.verification,
+        "timings": a.timings,
+    })
+}
+
+fn completion_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("chatcmpl-{nanos:x}")
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `POST /v1/chat/completions`.
+pub(super) async fn chat(
+    req: HttpRequest,
+    state: web::Data<State>,
+    body: web::Json<ChatRequest>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let body = body.into_inner();
+    let engine = state.engine.clone();
+    let question = question_of(&body.messages)?;
+    let kind = kind_of(body.response_format.as_ref())?;
+    let model = model_of(&engine, body.model.as_deref())?;
+    let k = body.k.unwrap_or(CHAT_K);
+    if k == 0 || k > MAX_K {
+        return Err(ApiError::BadRequest(format!(
+            "`k` must be between 1 and {MAX_K}"
+        )));
+    }
+    let max_tokens = body.max_completion_tokens.or(body.max_tokens);
+    if max_tokens == Some(0) {
+        return Err(ApiError::BadRequest(
+            "`max_tokens` must be at least 1".into(),
+        ));
+    }
+    let job = Job {
+        question,
+        k,
+        model,
+        opts: AskOptions {
+            kind,
+            verify: body.verify.unwrap_or(engine.config.verify),
+            max_tokens,
+            ..AskOptions::default()
+        },
+    };
+    let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
+    if body.stream {
+        return stream(&state, job, include_usage);
+    }
+    let slot = state.answer_slot()?;
+    let model = job.model.clone();
+    let (hits, answer) = run(&state, async move {
+        let _slot = slot.run().await;
+        ask(&engine, job, |_| {}).await
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "id": completion_id(),
+        "object": "chat.completion",
+        "created": now_secs(),
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": answer.answer,
+                "refusal": null,
+                "annotations": annotations(&answer),
+            },
+            "logprobs": null,
+            "finish_reason": finish_reason(&answer),
+        }],
+        "usage": usage(&answer),
+        "sources": sources(&hits),
+        "sovrag": extension(&answer),
+    })))
+}
+
+/// Retrieves, then answers: the passages given to the generator, and its answer.
+async fn ask(
+    engine: &Engine,
+    job: Job,
+    on_token: impl FnMut(&str) + Send + 'static,
+) -> anyhow::Result<(Vec<Hit>, Answer)> {
+    let hits = engine.query(&job.question, job.k).await?;
+    let passages = hits.iter().cloned().map(passage).collect();
+    let answer = engine
+        .answer(
+            &job.question,
+            passages,
+            Some(&job.model),
+            job.opts,
+            on_token,
+        )
+        .await?;
+    Ok((hits, answer))
+}
+
+/// One server-sent event carrying `v` as JSON.
+fn event(v: &Value) -> web::Bytes {
+    web::Bytes::from(format!("data: {v}\n\n"))
+}
+
+/// Streams `job`'s answer as `chat.completion.chunk` events: the role (with the sources)
+/// once retrieval is done, content as the answer is written, then the annotations with the
+/// finish reason, the usage when asked for, and `[DONE]`. Comments keep the connection
+/// alive while nothing else is sent; an error after the stream began is an `error` event.
+pub(super) fn stream(
+    state: &State,
+    job: Job,
+    include_usage: bool,
+) -> Result<HttpResponse, ApiError> {
+    let slot = state.answer_slot()?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<web::Bytes>();
+    let engine = state.engine.clone();
+    let (id, created, model) = (completion_id(), now_secs(), job.model.clone());
+    let chunk = move |delta: Value, finish: Option<&str>, extra: Option<(&str, Value)>| {
+        let mut v = json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        });
+        if let Some((key, value)) = extra {
+            v[key] = value;
+        }
+        v
+    };
+    let done = Arc::new(AtomicBool::new(false));
+    let alive = (tx.clone(), done.clone());
+    state.rt.spawn(async move {
+        let (tx, done) = alive;
+        let mut tick = tokio::time::interval(KEEP_ALIVE);
+        tick.tick().await;
+        while !done.load(Ordering::Relaxed) {
+            tick.tick().await;
+            if done.load(Ordering::Relaxed)
+                || tx.send(web::Bytes::from(": keep-alive\n\n")).is_err()
+            {
+                break;
+            }
+        }
+    });
+    state.rt.spawn(async move {
+        let _slot = slot.run().await;
+        let result = async {
+            let hits = engine.query(&job.question, job.k).await?;
+            let first = chunk(
+                json!({"role": "assistant", "content": ""}),
+                None,
+                Some(("sources", sources(&hits))),
+            );
+            let _ = tx.send(event(&first));
+            let pieces = tx.clone();
+            let piece_chunk = chunk.clone();
+            let passages = hits.into_iter().map(passage).collect();
+            engine
+                .answer(
+                    &job.question,
+                    passages,
+                    Some(&job.model),
+                    job.opts,
+                    move |s| {
+                        let _ = pieces.send(event(&piece_chunk(json!({"content": s}), None, None)));
+                    },
+                )
+                .await
+        }
+        .await;
+        match result {
+            Ok(answer) => {
+                let last = chunk(
+                    json!({"annotations": annotations(&answer)}),
+                    Some(finish_reason(&answer)),
+                    Some(("sovrag", extension(&answer))),
+                );
+                let _ = tx.send(event(&last));
+                if include_usage {
+                    let mut u = chunk(json!({}), None, Some(("usage", usage(&answer))));
+                    u["choices"] = json!([]);
+                    let _ = tx.send(event(&u));
+                }
+            }
+            Err(e) => {
+                tracing::error!("{e:#}");
+                let err = ApiError::from_engine(e);
+                let _ = tx.send(event(&err.body()));
+            }
+        }
+        let _ = tx.send(web::Bytes::from("data: [DONE]\n\n"));
+        done.store(true, Ordering::Relaxed);
+    });
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, actix_web::Error>(b), rx))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body))
+}
+
+/// `GET /v1/models`: the generators a request may name.
+pub(super) async fn models(
+    req: HttpRequest,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let data: Vec<Value> = state.engine.models().iter().map(model_json).collect();
+    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
+}
+
+/// `GET /v1/models/{id}`.
+pub(super) async fn model(
+    req: HttpRequest,
+    state: web::Data<State>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let id = id.into_inner();
+    match state.engine.models().iter().find(|m| m.id == id) {
+        Some(m) => Ok(HttpResponse::Ok().json(model_json(m))),
+        None => Err(ApiError::ModelNotFound(id)),
+    }
+}
+
+fn model_json(m: &crate::engine::ModelInfo) -> Value {
+    json!({"id": m.id, "object": "model", "created": m.created, "owned_by": "sovrag"})
+}
+
+#[derive(Deserialize)]
+pub(super) struct EmbeddingsRequest {
+    input: Value,
+    #[serde(default)]
+    encoding_format: Option<String>,
+}
+
+/// `POST /v1/embeddings`: the shipped embedding model (all-MiniLM-L6-v2, 384 dimensions,
+/// unit length), whatever `model` the request names.
+pub(super) async fn embeddings(
+    req: HttpRequest,
+    state: web::Data<State>,
+    body: web::Json<EmbeddingsRequest>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let body = body.into_inner();
+    let inputs: Vec<String> = match body.input {
+        Value::String(s) => vec![s],
+        Value::Array(items) if items.iter().all(Value::is_string) => items
+            .into_iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "`input` must be a string or an array of strings (token arrays are not taken)"
+                    .into(),
+            ));
+        }
+    };
+    if inputs.is_empty() || inputs.len() > MAX_EMBED_INPUTS {
+        return Err(ApiError::BadRequest(format!(
+            "`input` must hold 1 to {MAX_EMBED_INPUTS} strings"
+        )));
+    }
+    if inputs.iter().any(|s| s.len() > MAX_EMBED_CHARS) {
+        return Err(ApiError::BadRequest(format!(
+            "each `input` string may have at most {MAX_EMBED_CHARS} bytes"
+        )));
+    }
+    let base64 = match body.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "`encoding_format` `{other}` is not float or base64"
+            )));
+        }
+    };
+    let engine = state.engine.clone();
+    let (vectors, tokens) = run(&state, async move { engine.embed(inputs).await }).await?;
+    let data: Vec<Value> = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "object": "list",
+        "data": data,
+        "model": EMBED_MODEL,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    })))
+}
