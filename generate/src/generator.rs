@@ -10,7 +10,8 @@
 use std::io::Read;
 use std::num::NonZeroU32;
 use std::path::Path;
-use std::sync::{OnceLock, mpsc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, mpsc};
 use std::time::Instant;
 
 use llama_cpp_2::context::LlamaContext;
@@ -262,6 +263,8 @@ struct Worker<'m> {
     /// The tokens that start `null` and those that start a JSON string (`"`, ` "`, …), for
     /// a short answer's choice; found on first use (a pass over the vocabulary).
     choices: Option<(Vec<LlamaToken>, Vec<LlamaToken>)>,
+    /// The answer in progress stops when this is set (`AskOptions::cancel`).
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 /// What one decode produced.
@@ -324,6 +327,7 @@ impl<'m> Worker<'m> {
             yes,
             no,
             choices: None,
+            cancel: None,
         })
     }
 
@@ -401,6 +405,7 @@ impl<'m> Worker<'m> {
         opts: &AskOptions,
         emit: &mut dyn FnMut(&str),
     ) -> Result<Answer> {
+        self.cancel = opts.cancel.clone();
         if opts.kind == AnswerKind::Short {
             return self.answer_short(question, passages, opts, emit);
         }
@@ -464,6 +469,9 @@ impl<'m> Worker<'m> {
                 }
             })?;
         timings.first_token_seconds = first_piece.unwrap_or_default();
+        if generated.stop_reason == StopReason::Cancelled {
+            return Err(Error::Cancelled);
+        }
         tracing::debug!(
             prompt_tokens = tokens.len(),
             generated_tokens = generated.tokens,
@@ -607,6 +615,9 @@ impl<'m> Worker<'m> {
             None
         };
         let generated = self.decode(idx, constraint, cap as usize, &mut timings, emit)?;
+        if generated.stop_reason == StopReason::Cancelled {
+            return Err(Error::Cancelled);
+        }
         answer.generated_tokens = generated.tokens;
         answer.stop_reason = generated.stop_reason;
         answer.timings = timings;
@@ -865,6 +876,13 @@ impl<'m> Worker<'m> {
         let reason = loop {
             if generated >= cap {
                 break StopReason::TokenCap;
+            }
+            if self
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+            {
+                break StopReason::Cancelled;
             }
             // Greedy: the same question and passages always give the same answer,
             // which keeps answers testable and the citation check repeatable.
@@ -1162,6 +1180,21 @@ mod tests {
     fn default_model() -> &'static Generator {
         static GEN: OnceLock<Generator> = OnceLock::new();
         GEN.get_or_init(|| Generator::load(config(default_path(), 4096)).expect("load model"))
+    }
+
+    #[test]
+    fn a_cancelled_answer_stops_and_says_so() {
+        let cancel = Arc::new(AtomicBool::new(true));
+        let opts = AskOptions {
+            cancel: Some(cancel.clone()),
+            ..no_verify()
+        };
+        let q = "Which port does the HTTP API listen on?";
+        let err = tiny().answer(q, &docs(), &opts, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, Error::Cancelled), "{err}");
+        // The next answer on the same model is unaffected.
+        cancel.store(false, Ordering::Relaxed);
+        assert!(tiny().answer(q, &docs(), &opts, &mut |_| {}).is_ok());
     }
 
     #[test]

@@ -67,6 +67,9 @@ pub struct AskOptions {
     /// At most this many tokens of answer; `None` (or more than it) takes
     /// [`GeneratorConfig::max_answer_tokens`].
     pub max_tokens: Option<u32>,
+    /// Set it to stop the answer (its client went away): decoding stops at the next token
+    /// and the answer fails with [`Error::Cancelled`].
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for AskOptions {
@@ -77,6 +80,7 @@ impl Default for AskOptions {
             constrain: true,
             abstain_threshold: None,
             max_tokens: None,
+            cancel: None,
         }
     }
 }
@@ -271,6 +275,8 @@ pub enum StopReason {
     TokenCap,
     /// The context window filled up.
     ContextFull,
+    /// [`AskOptions::cancel`] was set.
+    Cancelled,
 }
 
 /// What can go wrong loading the model or answering.
@@ -351,6 +357,9 @@ pub enum Error {
         "the answer reached {0} tokens before its JSON was complete; raise max_answer_tokens or simplify the schema"
     )]
     Truncated(u32),
+    /// The answer was stopped through [`AskOptions::cancel`].
+    #[error("the answer was cancelled")]
+    Cancelled,
     /// The generator's thread is gone (it panicked); the model must be loaded again.
     #[error("the generator stopped working; restart sovrag")]
     WorkerGone,

@@ -202,10 +202,20 @@ async fn run<T: Send + 'static>(
     match state.rt.spawn(fut).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => {
-            tracing::error!("{e:#}");
+            log_failure(&e);
             Err(ApiError::from_engine(e))
         }
         Err(e) => Err(ApiError::Internal(format!("task failed: {e}"))),
+    }
+}
+
+/// An answer stopped because its client went away is routine; anything else is an error.
+fn log_failure(e: &anyhow::Error) {
+    match e.downcast_ref::<sovrag_generate::Error>() {
+        Some(sovrag_generate::Error::Cancelled) => {
+            tracing::info!("answer stopped: its client went away")
+        }
+        _ => tracing::error!("{e:#}"),
     }
 }
 
@@ -266,6 +276,8 @@ async fn ask(
         return openai::stream(&state, job, true);
     }
     let slot = state.answer_slot()?;
+    let mut opts = opts;
+    let _stop = openai::CancelOnDrop(opts.cancel.insert(Arc::default()).clone());
     let answer = run(&state, async move {
         let _slot = slot.run().await;
         engine.ask(&body.question, k, None, opts, |_| {}).await

@@ -291,6 +291,8 @@ pub(super) async fn chat(
     }
     let slot = state.answer_slot()?;
     let model = job.model.clone();
+    let mut job = job;
+    let _stop = CancelOnDrop(job.opts.cancel.insert(Arc::default()).clone());
     let (hits, answer) = run(&state, async move {
         let _slot = slot.run().await;
         ask(&engine, job, |_| {}).await
@@ -316,6 +318,17 @@ pub(super) async fn chat(
         "sources": sources(&hits),
         "sovrag": extension(&answer),
     })))
+}
+
+/// Stops an answer when dropped: actix drops a request's handler when its client goes away,
+/// and the answer, running on another runtime, must not outlive it. (Dropped after the
+/// answer is done, it stops nothing.)
+pub(super) struct CancelOnDrop(pub Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Retrieves, then answers: the passages given to the generator, and its answer.
@@ -349,10 +362,14 @@ fn event(v: &Value) -> web::Bytes {
 /// alive while nothing else is sent; an error after the stream began is an `error` event.
 pub(super) fn stream(
     state: &State,
-    job: Job,
+    mut job: Job,
     include_usage: bool,
 ) -> Result<HttpResponse, ApiError> {
     let slot = state.answer_slot()?;
+    // A client that goes away (a send fails: the keep-alive finds out within seconds)
+    // stops its answer at the next token.
+    let cancel = Arc::new(AtomicBool::new(false));
+    job.opts.cancel = Some(cancel.clone());
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<web::Bytes>();
     let engine = state.engine.clone();
     let (id, created, model) = (completion_id(), now_secs(), job.model.clone());
@@ -370,16 +387,18 @@ pub(super) fn stream(
         v
     };
     let done = Arc::new(AtomicBool::new(false));
-    let alive = (tx.clone(), done.clone());
+    let alive = (tx.clone(), done.clone(), cancel.clone());
     state.rt.spawn(async move {
-        let (tx, done) = alive;
+        let (tx, done, cancel) = alive;
         let mut tick = tokio::time::interval(KEEP_ALIVE);
         tick.tick().await;
         while !done.load(Ordering::Relaxed) {
             tick.tick().await;
-            if done.load(Ordering::Relaxed)
-                || tx.send(web::Bytes::from(": keep-alive\n\n")).is_err()
-            {
+            if done.load(Ordering::Relaxed) {
+                break;
+            }
+            if tx.send(web::Bytes::from(": keep-alive\n\n")).is_err() {
+                cancel.store(true, Ordering::Relaxed);
                 break;
             }
         }
@@ -397,15 +416,19 @@ pub(super) fn stream(
             let pieces = tx.clone();
             let piece_chunk = chunk.clone();
             let passages = hits.into_iter().map(passage).collect();
+            let on_piece = move |s: &str| {
+                let piece = piece_chunk(json!({"content": s}), None, None);
+                if pieces.send(event(&piece)).is_err() {
+                    cancel.store(true, Ordering::Relaxed);
+                }
+            };
             engine
                 .answer(
                     &job.question,
                     passages,
                     Some(&job.model),
                     job.opts,
-                    move |s| {
-                        let _ = pieces.send(event(&piece_chunk(json!({"content": s}), None, None)));
-                    },
+                    on_piece,
                 )
                 .await
         }
@@ -425,7 +448,7 @@ pub(super) fn stream(
                 }
             }
             Err(e) => {
-                tracing::error!("{e:#}");
+                super::log_failure(&e);
                 let err = ApiError::from_engine(e);
                 let _ = tx.send(event(&err.body()));
             }
