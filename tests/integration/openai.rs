@@ -84,6 +84,9 @@ fn chat_completions_whole_and_streamed_agree_and_cite() {
     );
     assert_eq!(events.accel_buffering, "no");
     assert_eq!(events.data.last().map(String::as_str), Some("[DONE]"));
+    // The stream ends with the answer, not at the next keep-alive.
+    let tail = events.closed_after_done.unwrap();
+    assert!(tail < Duration::from_secs(2), "open {tail:?} after [DONE]");
     let chunks = events.json();
     assert!(
         chunks

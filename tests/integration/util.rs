@@ -156,16 +156,22 @@ impl Server {
             accel_buffering: header("x-accel-buffering"),
             data: Vec::new(),
             comments: 0,
+            closed_after_done: None,
         };
         let reader = BufReader::new(resp.body_mut().as_reader());
+        let mut done_at = None;
         for line in reader.lines() {
             let line = line.expect("event stream");
             if let Some(data) = line.strip_prefix("data: ") {
                 events.data.push(data.to_owned());
+                if data == "[DONE]" {
+                    done_at = Some(Instant::now());
+                }
             } else if line.starts_with(':') {
                 events.comments += 1;
             }
         }
+        events.closed_after_done = done_at.map(|t| t.elapsed());
         events
     }
 }
@@ -180,6 +186,8 @@ pub struct Events {
     pub data: Vec<String>,
     /// Comment lines (keep-alives).
     pub comments: usize,
+    /// How long the server kept the stream open after `[DONE]`.
+    pub closed_after_done: Option<Duration>,
 }
 
 impl Events {

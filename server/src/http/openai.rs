@@ -386,17 +386,18 @@ pub(super) fn stream(
         }
         v
     };
-    let done = Arc::new(AtomicBool::new(false));
-    let alive = (tx.clone(), done.clone(), cancel.clone());
+    // A weak sender: the stream ends as soon as the answer's task is done, not at the next
+    // keep-alive tick.
+    let alive = (tx.downgrade(), cancel.clone());
     state.rt.spawn(async move {
-        let (tx, done, cancel) = alive;
+        let (tx, cancel) = alive;
         let mut tick = tokio::time::interval(KEEP_ALIVE);
         tick.tick().await;
-        while !done.load(Ordering::Relaxed) {
+        loop {
             tick.tick().await;
-            if done.load(Ordering::Relaxed) {
+            let Some(tx) = tx.upgrade() else {
                 break;
-            }
+            };
             if tx.send(web::Bytes::from(": keep-alive\n\n")).is_err() {
                 cancel.store(true, Ordering::Relaxed);
                 break;
@@ -454,7 +455,6 @@ pub(super) fn stream(
             }
         }
         let _ = tx.send(web::Bytes::from("data: [DONE]\n\n"));
-        done.store(true, Ordering::Relaxed);
     });
     let body = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, actix_web::Error>(b), rx))
