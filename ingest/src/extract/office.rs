@@ -201,6 +201,13 @@ fn attr(e: &BytesStart<'_>, name: &str) -> Option<String> {
         })
 }
 
+/// Appends `text` to the innermost open paragraph.
+fn push(open: &mut [(Option<usize>, String)], text: &str) {
+    if let Some((_, t)) = open.last_mut() {
+        t.push_str(text);
+    }
+}
+
 /// DOCX: `word/document.xml`, headings from paragraph styles (`Heading 1`…, `Title`, or a
 /// style's outline level), as `styles.xml` names them.
 pub(crate) fn docx(bytes: &[u8], limits: &Limits) -> Result<Extracted, Failure> {
@@ -215,35 +222,39 @@ pub(crate) fn docx(bytes: &[u8], limits: &Limits) -> Result<Extracted, Failure> 
         .unwrap_or_default();
     let xml = zip.required("word/document.xml", "DOCX")?;
     let mut b = TextBuilder::default();
-    let mut para = String::new();
-    let mut level: Option<usize> = None;
+    // Paragraphs nest (a text box's paragraphs inside a paragraph): a stack of open ones,
+    // each with its heading level.
+    let mut open: Vec<(Option<usize>, String)> = Vec::new();
     let mut in_text = false;
+    // Inside `mc:Fallback`: the same content again, for readers that do not know the
+    // `mc:Choice` before it (a text box drawn twice); read once.
+    let mut fallback = 0usize;
     each_event(&xml, |ev| match ev {
+        Xml::Start(e) if e.local_name().into_inner() == "Fallback" => fallback += 1,
+        Xml::End("Fallback") => fallback = fallback.saturating_sub(1),
+        _ if fallback > 0 => {}
         Xml::Start(e) => match e.local_name().into_inner() {
-            "p" => {
-                para.clear();
-                level = None;
-            }
+            "p" => open.push((None, String::new())),
             "pStyle" => {
-                level = attr(e, "val").and_then(|v| levels.get(&v).copied());
+                if let Some((level, _)) = open.last_mut() {
+                    *level = attr(e, "val").and_then(|v| levels.get(&v).copied());
+                }
             }
             "t" => in_text = true,
-            "ta" => para.push('\t'),
-            "br" | "cr" => para.push('\n'),
+            "tab" => push(&mut open, "\t"),
+            "br" | "cr" => push(&mut open, "\n"),
             _ => {}
         },
         Xml::End(name) => match name {
             "t" => in_text = false,
-            "p" => {
-                match level {
-                    Some(l) => b.heading(l, &para),
-                    None => b.paragraph(&para),
-                }
-                para.clear();
-            }
+            "p" => match open.pop() {
+                Some((Some(l), text)) => b.heading(l, &text),
+                Some((None, text)) => b.paragraph(&text),
+                None => {}
+            },
             _ => {}
         },
-        Xml::Text(t) if in_text => para.push_str(t),
+        Xml::Text(t) if in_text => push(&mut open, t),
         Xml::Text(_) => {}
     })?;
     let (text, _) = b.finish();
@@ -304,7 +315,12 @@ pub(crate) fn odt(bytes: &[u8], limits: &Limits) -> Result<Extracted, Failure> {
     // Paragraphs nest (a footnote's paragraph inside a paragraph): a stack of open ones.
     let mut open: Vec<(Option<usize>, String)> = Vec::new();
     let mut in_body = false;
+    // Inside `text:tracked-changes`: deleted text and change records, not the document.
+    let mut changes = 0usize;
     each_event(&xml, |ev| match ev {
+        Xml::Start(e) if e.local_name().into_inner() == "tracked-changes" => changes += 1,
+        Xml::End("tracked-changes") => changes = changes.saturating_sub(1),
+        _ if changes > 0 => {}
         Xml::Start(e) => match e.local_name().into_inner() {
             "body" => in_body = true,
             "h" => {
@@ -315,21 +331,11 @@ pub(crate) fn odt(bytes: &[u8], limits: &Limits) -> Result<Extracted, Failure> {
             }
             "p" => open.push((None, String::new())),
             "s" => {
-                if let Some((_, t)) = open.last_mut() {
-                    let n = attr(e, "c").and_then(|v| v.parse().ok()).unwrap_or(1usize);
-                    t.push_str(&" ".repeat(n.min(64)));
-                }
+                let n = attr(e, "c").and_then(|v| v.parse().ok()).unwrap_or(1usize);
+                push(&mut open, &" ".repeat(n.min(64)));
             }
-            "ta" => {
-                if let Some((_, t)) = open.last_mut() {
-                    t.push('\t');
-                }
-            }
-            "line-break" => {
-                if let Some((_, t)) = open.last_mut() {
-                    t.push('\n');
-                }
-            }
+            "tab" => push(&mut open, "\t"),
+            "line-break" => push(&mut open, "\n"),
             _ => {}
         },
         Xml::End(name) => {
@@ -342,11 +348,7 @@ pub(crate) fn odt(bytes: &[u8], limits: &Limits) -> Result<Extracted, Failure> {
                 }
             }
         }
-        Xml::Text(t) if in_body => {
-            if let Some((_, buf)) = open.last_mut() {
-                buf.push_str(t);
-            }
-        }
+        Xml::Text(t) if in_body => push(&mut open, t),
         Xml::Text(_) => {}
     })?;
     let (text, _) = b.finish();
@@ -624,5 +626,28 @@ mod tests {
         }
         let e = docx(&damaged, &Limits::default()).unwrap();
         assert_eq!(e.text, "Kilns\n\nCone 6 is 1220 degrees.");
+    }
+
+    #[test]
+    fn tabs_separate_words_and_drawn_twice_is_read_once() {
+        let doc = r#"<w:document xmlns:w="w" xmlns:mc="mc"><w:body>
+            <w:p><w:r><w:t>A</w:t><w:tab/><w:t>B</w:t></w:r></w:p>
+            <w:p><w:r><mc:AlternateContent><mc:Choice><w:txbxContent><w:p><w:r><w:t>Case closed.</w:t></w:r></w:p></w:txbxContent></mc:Choice>
+              <mc:Fallback><w:txbxContent><w:p><w:r><w:t>Case closed.</w:t></w:r></w:p></w:txbxContent></mc:Fallback></mc:AlternateContent><w:t>Outer</w:t></w:r></w:p>
+            </w:body></w:document>"#;
+        let bytes = zip_of(&[("word/document.xml", doc.as_bytes())]);
+        assert_eq!(
+            docx(&bytes, &Limits::default()).unwrap().text,
+            "A B\n\nCase closed.\n\nOuter"
+        );
+    }
+
+    #[test]
+    fn odt_tabs_are_spaces_and_deleted_text_is_not_read() {
+        let content = r#"<office:document-content xmlns:office="o" xmlns:text="t"><office:body><office:text>
+            <text:tracked-changes><text:changed-region><text:deletion><text:p>deleted</text:p></text:deletion></text:changed-region></text:tracked-changes>
+            <text:p>A<text:tab/>B</text:p></office:text></office:body></office:document-content>"#;
+        let bytes = zip_of(&[("content.xml", content.as_bytes())]);
+        assert_eq!(odt(&bytes, &Limits::default()).unwrap().text, "A B");
     }
 }
