@@ -9,4 +9,5 @@ mod eval;
 mod http;
 mod openai;
 mod setup;
+mod sovereignty;
 mod watch;

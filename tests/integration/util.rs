@@ -107,6 +107,11 @@ impl Server {
         server
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn get(&self, path: &str) -> Result<(u16, Value), String> {
         let resp = agent()
             .get(format!("{}{path}", self.base))
