@@ -264,14 +264,15 @@ async fn ask(
 }
 
 async fn serve(config: Config) -> Result<()> {
-    let addrs = crate::http::check_bind(&config.bind, config.api_key.as_deref())?;
+    let keys = crate::http::Keys::new(config.api_keys.clone(), config.api_key_file.clone())?;
+    let addrs = crate::http::check_bind(&config.bind, keys.required())?;
     let mut roots = Vec::new();
     for w in &config.watch {
         let root = std::fs::canonicalize(w).with_context(|| format!("--watch {}", w.display()))?;
         anyhow::ensure!(root.is_dir(), "--watch {}: not a folder", w.display());
         roots.push(root);
     }
-    let (api_key, reconcile_secs) = (config.api_key.clone(), config.reconcile_secs);
+    let reconcile_secs = config.reconcile_secs;
     let engine = Engine::open(config).await?;
     let reconcile_every =
         (reconcile_secs > 0).then(|| std::time::Duration::from_secs(reconcile_secs));
@@ -293,7 +294,7 @@ async fn serve(config: Config) -> Result<()> {
             tracing::error!("generator: {err:#}");
         }
     });
-    crate::http::serve(engine, addrs, api_key).await
+    crate::http::serve(engine, addrs, keys).await
 }
 
 async fn status(config: Config, json: bool) -> Result<()> {
@@ -347,9 +348,15 @@ fn server_status(config: &Config) -> Option<crate::engine::Status> {
     let addr = config.bind.to_socket_addrs().ok()?.next()?;
     let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).ok()?;
     stream.set_read_timeout(Some(timeout)).ok()?;
-    let auth = config
-        .api_key
-        .as_ref()
+    // Any key the server takes: the first given, else the first in the key file.
+    let key = config.api_keys.first().cloned().or_else(|| {
+        let text = std::fs::read_to_string(config.api_key_file.as_ref()?).ok()?;
+        text.lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+    });
+    let auth = key
         .map(|k| format!("Authorization: Bearer {k}\r\n"))
         .unwrap_or_default();
     write!(

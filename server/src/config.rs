@@ -24,9 +24,24 @@ pub struct Settings {
     /// Address `serve` listens on; non-loopback addresses need an API key. [default: 127.0.0.1:7878]
     #[arg(long, global = true, env = "SOVRAG_BIND")]
     pub bind: Option<String>,
-    /// Require `Authorization: Bearer KEY` on API calls.
-    #[arg(long, global = true, env = "SOVRAG_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    /// Require `Authorization: Bearer KEY` on API calls (repeatable: any of them is
+    /// accepted; SOVRAG_API_KEY separates several with ',').
+    #[arg(
+        long,
+        global = true,
+        env = "SOVRAG_API_KEY",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub api_key: Vec<String>,
+    /// A file of API keys, one a line (`#` comments), read again when it changes: keys are
+    /// added or revoked without a restart.
+    #[arg(long, global = true, env = "SOVRAG_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// A web origin (`https://app.example.com`) whose pages may call the API from a browser
+    /// (repeatable). None by default: a page on the internet cannot read a local index.
+    #[arg(long, global = true, env = "SOVRAG_CORS_ORIGIN", value_delimiter = ',')]
+    pub cors_origin: Vec<String>,
     /// A folder `serve` indexes and keeps in sync (repeatable; SOVRAG_WATCH separates with ':').
     #[arg(long, global = true, env = "SOVRAG_WATCH", value_delimiter = ':')]
     pub watch: Vec<PathBuf>,
@@ -98,6 +113,9 @@ pub struct FileConfig {
     gguf: Option<PathBuf>,
     bind: Option<String>,
     api_key: Option<String>,
+    api_key_file: Option<PathBuf>,
+    #[serde(default)]
+    cors_origins: Vec<String>,
     #[serde(default)]
     watch: Vec<PathBuf>,
     chunk_tokens: Option<usize>,
@@ -121,7 +139,11 @@ pub struct Config {
     pub models: Option<PathBuf>,
     pub gguf: Option<PathBuf>,
     pub bind: String,
-    pub api_key: Option<String>,
+    /// API keys given as settings; see also `api_key_file`.
+    pub api_keys: Vec<String>,
+    pub api_key_file: Option<PathBuf>,
+    /// Origins allowed to call the API from a browser.
+    pub cors_origins: Vec<String>,
     pub watch: Vec<PathBuf>,
     pub chunk_tokens: usize,
     pub chunk_overlap: usize,
@@ -170,7 +192,20 @@ impl Config {
             models: over.models.or(f.models),
             gguf: over.gguf.or(f.gguf),
             bind: over.bind.or(f.bind).unwrap_or_else(|| DEFAULT_BIND.into()),
-            api_key: over.api_key.or(f.api_key).filter(|k| !k.is_empty()),
+            api_keys: if over.api_key.is_empty() {
+                f.api_key.into_iter().collect()
+            } else {
+                over.api_key
+            }
+            .into_iter()
+            .filter(|k| !k.is_empty())
+            .collect(),
+            api_key_file: over.api_key_file.or(f.api_key_file),
+            cors_origins: if over.cors_origin.is_empty() {
+                f.cors_origins
+            } else {
+                over.cors_origin
+            },
             watch: if over.watch.is_empty() {
                 f.watch
             } else {

@@ -198,7 +198,21 @@ fn query_and_ask_shapes_and_bad_requests() {
 #[test]
 fn api_key_is_required_when_set() {
     let data = tempfile::tempdir().unwrap();
-    let server = Server::start(data.path(), &["--api-key", "s3cret"]);
+    let keys = data.path().join("keys.txt");
+    std::fs::write(&keys, "# the team\nfrom-file\n").unwrap();
+    let server = Server::start(
+        data.path(),
+        &[
+            "--api-key",
+            "s3cret",
+            "--api-key",
+            "other",
+            "--api-key-file",
+            keys.to_str().unwrap(),
+            "--cors-origin",
+            "https://kb.example.org",
+        ],
+    );
     let body = json!({"query": "anything"}).to_string();
     let (status, resp) = server.post_raw("/v1/query", "application/json", body.as_bytes(), None);
     assert_eq!(status, 401, "{resp}");
@@ -217,4 +231,60 @@ fn api_key_is_required_when_set() {
     );
     assert_eq!(status, 200, "{resp}");
     assert_eq!(resp["hits"], Value::Array(vec![]));
+    // Every key given is accepted; the file's keys too, and a key revoked there stops
+    // working without a restart.
+    let ok = |key: &str| {
+        server
+            .post_raw("/v1/query", "application/json", body.as_bytes(), Some(key))
+            .0
+    };
+    assert_eq!(
+        (ok("other"), ok("from-file"), ok("# the team")),
+        (200, 200, 401)
+    );
+    std::fs::write(&keys, "new-key\n").unwrap();
+    let later = std::time::SystemTime::now() + Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(&keys)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    assert_eq!(
+        (ok("from-file"), ok("new-key"), ok("s3cret")),
+        (401, 200, 200)
+    );
+    // OpenAI's routes are behind the keys too; /healthz is not.
+    assert_eq!(server.get("/v1/models").unwrap().0, 401);
+    assert_eq!(server.get("/healthz").unwrap().0, 200);
+
+    // CORS: only the origin allowed, by name, never `*`.
+    let (status, h) = server.request(
+        "OPTIONS",
+        "/v1/query",
+        &[
+            ("Origin", "https://kb.example.org"),
+            ("Access-Control-Request-Method", "POST"),
+        ],
+    );
+    assert_eq!(status, 204);
+    assert_eq!(h["access-control-allow-origin"], "https://kb.example.org");
+    assert!(
+        h["access-control-allow-headers"].contains("authorization"),
+        "{h:?}"
+    );
+    let (status, h) = server.request(
+        "OPTIONS",
+        "/v1/query",
+        &[
+            ("Origin", "https://evil.example.com"),
+            ("Access-Control-Request-Method", "POST"),
+        ],
+    );
+    assert_ne!(status, 204);
+    assert!(!h.contains_key("access-control-allow-origin"), "{h:?}");
+    let (_, h) = server.request("GET", "/healthz", &[("Origin", "https://kb.example.org")]);
+    assert_eq!(h["access-control-allow-origin"], "https://kb.example.org");
+    let (_, h) = server.request("GET", "/healthz", &[("Origin", "https://evil.example.com")]);
+    assert!(!h.contains_key("access-control-allow-origin"), "{h:?}");
 }

@@ -107,6 +107,33 @@ impl Server {
         server
     }
 
+    /// A request with no body: the status and the response headers (names lowercase).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, std::collections::HashMap<String, String>) {
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = agent().run(req.body(()).unwrap()).expect("HTTP request");
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    v.to_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        (resp.status().as_u16(), headers)
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -1,7 +1,10 @@
 //! The HTTP API and the web page (actix-web): sovrag's own endpoints here, the
 //! OpenAI-compatible ones in [`openai`].
 
+mod auth;
 mod openai;
+
+pub use auth::Keys;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -31,7 +34,7 @@ struct State {
     // The engine's async work (LanceDB) runs on the main multi-threaded runtime, not on
     // actix's single-threaded worker runtimes.
     rt: tokio::runtime::Handle,
-    api_key: Option<String>,
+    keys: Keys,
     /// Answers admitted: running or waiting.
     admitted: Arc<Semaphore>,
     /// Answers running at once (`max_concurrent_answers`).
@@ -159,23 +162,16 @@ struct AskRequest {
 }
 
 fn authorize(req: &HttpRequest, state: &State) -> Result<(), ApiError> {
-    let Some(key) = &state.api_key else {
+    // Without keys any `Authorization` header is accepted (clients send one regardless).
+    if !state.keys.required() {
         return Ok(());
-    };
+    }
     let given = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    // Compare without an early exit so timing does not leak the key.
-    let ok = given.is_some_and(|g| {
-        g.len() == key.len()
-            && g.bytes()
-                .zip(key.bytes())
-                .fold(0u8, |a, (x, y)| a | (x ^ y))
-                == 0
-    });
-    if ok {
+    if given.is_some_and(|g| state.keys.accepts(g)) {
         Ok(())
     } else {
         Err(ApiError::Unauthorized)
@@ -329,17 +325,72 @@ fn json_error(err: error::JsonPayloadError, _req: &HttpRequest) -> actix_web::Er
     }
 }
 
+/// CORS for the origins allowed (`--cors-origin`), and for none by default: a browser page
+/// from an allowed origin gets `Access-Control-Allow-Origin` naming it (never `*`), and its
+/// preflight a `204`; any other origin gets no CORS header, so its browser keeps the
+/// response from it.
+fn cors<S>(
+    origins: &[String],
+    req: actix_web::dev::ServiceRequest,
+    srv: &S,
+) -> futures::future::LocalBoxFuture<
+    'static,
+    Result<actix_web::dev::ServiceResponse, actix_web::Error>,
+>
+where
+    S: actix_web::dev::Service<
+            actix_web::dev::ServiceRequest,
+            Response = actix_web::dev::ServiceResponse,
+            Error = actix_web::Error,
+        >,
+    S::Future: 'static,
+{
+    use actix_web::http::header::{self, HeaderValue};
+    let allowed = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .filter(|o| origins.iter().any(|a| a == o))
+        .and_then(|o| HeaderValue::from_str(o).ok());
+    let preflight = req.method() == actix_web::http::Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let add = |h: &mut header::HeaderMap, origin: HeaderValue| {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    };
+    if let (Some(origin), true) = (allowed.clone(), preflight) {
+        let mut res = HttpResponse::NoContent();
+        res.insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS"))
+            .insert_header((
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                "authorization, content-type",
+            ))
+            .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"));
+        let mut res = res.finish();
+        add(res.headers_mut(), origin);
+        return Box::pin(async move { Ok(req.into_response(res)) });
+    }
+    let fut = srv.call(req);
+    Box::pin(async move {
+        let mut res = fut.await?;
+        if let Some(origin) = allowed {
+            add(res.headers_mut(), origin);
+        }
+        Ok(res)
+    })
+}
+
 /// Resolves `bind` and refuses a non-loopback address without an API key: the index is
 /// someone's private documents.
-pub fn check_bind(bind: &str, api_key: Option<&str>) -> Result<Vec<SocketAddr>> {
+pub fn check_bind(bind: &str, keys_required: bool) -> Result<Vec<SocketAddr>> {
     let addrs: Vec<SocketAddr> = bind
         .to_socket_addrs()
         .with_context(|| format!("--bind {bind}: expected HOST:PORT, e.g. 127.0.0.1:7878"))?
         .collect();
     anyhow::ensure!(!addrs.is_empty(), "--bind {bind} resolves to no address");
-    if api_key.is_none()
-        && let Some(open) = addrs.iter().find(|a| !a.ip().is_loopback())
-    {
+    if !keys_required && let Some(open) = addrs.iter().find(|a| !a.ip().is_loopback()) {
         anyhow::bail!(
             "refusing to listen on {open} (not loopback) without an API key: pass --api-key KEY or set SOVRAG_API_KEY, or bind to 127.0.0.1"
         );
@@ -348,21 +399,20 @@ pub fn check_bind(bind: &str, api_key: Option<&str>) -> Result<Vec<SocketAddr>> 
 }
 
 /// Serves the API until the process is stopped.
-pub async fn serve(
-    engine: Arc<Engine>,
-    addrs: Vec<SocketAddr>,
-    api_key: Option<String>,
-) -> Result<()> {
+pub async fn serve(engine: Arc<Engine>, addrs: Vec<SocketAddr>, keys: Keys) -> Result<()> {
     let running = engine.config.max_concurrent_answers;
+    let origins: Arc<Vec<String>> = Arc::new(engine.config.cors_origins.clone());
     let state = web::Data::new(State {
         engine,
         rt: tokio::runtime::Handle::current(),
-        api_key,
+        keys,
         admitted: Arc::new(Semaphore::new(running + MAX_WAITING_ANSWERS)),
         running: Arc::new(Semaphore::new(running)),
     });
     let server = HttpServer::new(move || {
+        let origins = origins.clone();
         App::new()
+            .wrap_fn(move |req, srv| cors(&origins, req, srv))
             .app_data(state.clone())
             .app_data(
                 web::JsonConfig::default()
