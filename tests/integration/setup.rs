@@ -12,7 +12,16 @@ use std::process::{Command, Output};
 use crate::util::repo;
 
 /// Tools the fake machine lacks, besides `dpkg-query`, which is replaced.
-const REMOVED: &[&str] = &["protoc", "cmake", "c++", "g++", "llvm-config", "dpkg-query"];
+const REMOVED: &[&str] = &[
+    "protoc",
+    "cmake",
+    "c++",
+    "g++",
+    "llvm-config",
+    "unshare",
+    "ip",
+    "dpkg-query",
+];
 
 /// A folder of links to every program in /usr/bin and /bin except [`REMOVED`] (and any
 /// `llvm-config-N`), plus `dpkg-query` as `dpkg` (a script) when given.
@@ -78,6 +87,8 @@ fn setup_check_reports_what_a_fresh_machine_lacks() {
         ("cmake", "cmake"),
         ("c++", "g++"),
         ("libclang", "libclang-dev"),
+        ("unshare", "util-linux"),
+        ("ip", "iproute2"),
     ] {
         let l = line(&stdout, name);
         assert!(l.trim_start().starts_with("missing"), "{l}");
@@ -115,7 +126,9 @@ fn setup_check_trusts_installed_packages() {
     let path = fake_path(dir.path(), Some(installed));
     let out = check(&path, None);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    for name in ["protoc", "cmake", "c++", "libclang", "python3", "pip"] {
+    for name in [
+        "protoc", "cmake", "c++", "libclang", "python3", "pip", "unshare", "ip",
+    ] {
         let l = line(&stdout, name);
         assert!(l.trim_start().starts_with("found"), "{stdout}");
         assert!(l.contains("package "), "{l}");
