@@ -29,6 +29,8 @@ pub struct Resident {
     rows: Vec<Option<Row>>,
     vectors: Vec<f32>,
     by_path: HashMap<String, Vec<usize>>,
+    /// Each stored document's content hash, by path.
+    hashes: HashMap<String, String>,
     free: Vec<usize>,
 }
 
@@ -53,6 +55,7 @@ impl Resident {
     /// Removes every chunk of `paths`, then adds `chunks` (as `VectorStore::replace`).
     pub fn replace(&mut self, paths: &[&str], chunks: &[ChunkRecord]) {
         for p in paths {
+            self.hashes.remove(*p);
             for slot in self.by_path.remove(*p).unwrap_or_default() {
                 self.rows[slot] = None;
                 self.free.push(slot);
@@ -82,7 +85,15 @@ impl Resident {
                 }
             };
             self.by_path.entry(c.path.clone()).or_default().push(slot);
+            self.hashes
+                .entry(c.path.clone())
+                .or_insert_with(|| c.content_hash.clone());
         }
+    }
+
+    /// The content hash of the document stored at `path`.
+    pub fn hash_of(&self, path: &str) -> Option<&str> {
+        self.hashes.get(path).map(String::as_str)
     }
 
     /// The `limit` chunks most similar to `query` by cosine, best first, without text.
