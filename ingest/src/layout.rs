@@ -50,11 +50,7 @@ pub const SECTION_SEPARATOR: &str = " › ";
 impl Layout {
     /// The layout of an extracted document.
     pub fn of(e: &Extracted) -> Self {
-        Layout {
-            page_name: e.format.page_name(),
-            pages: e.pages.clone(),
-            headings: headings(&e.text),
-        }
+        Self::new(Some(e.format), &e.text, e.pages.clone())
     }
 
     /// The layout of a document in `format` with `text` and page starts `pages`.

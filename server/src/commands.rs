@@ -121,6 +121,17 @@ async fn index(config: Config, paths: &[std::path::PathBuf], json: bool) -> Resu
     Ok(())
 }
 
+/// Where a citation's passage is (see [`place`]).
+fn cited(c: &sovrag_generate::Citation) -> String {
+    place(
+        &c.path,
+        c.start_line,
+        c.end_line,
+        c.page,
+        c.section.as_deref(),
+    )
+}
+
 /// Where a span is, as the CLI prints it: `report.pdf p. 12, lines 40-52 · Intro › Setup`
 /// for a paged document, `notes.md:40-52` for a text file.
 fn place(path: &str, start: u32, end: u32, page: Option<u32>, section: Option<&str>) -> String {
@@ -231,27 +242,13 @@ async fn ask(
         println!("\nSources:");
         for c in &answer.citations {
             let mark = if c.verified { "" } else { " (not verified)" };
-            let at = place(
-                &c.path,
-                c.start_line,
-                c.end_line,
-                c.page,
-                c.section.as_deref(),
-            );
-            println!("[{}] {at}{mark}", c.n);
+            println!("[{}] {}{mark}", c.n, cited(c));
         }
     }
     if answer.abstained && !answer.sources.is_empty() {
         println!("\nClosest sources:");
         for c in &answer.sources {
-            let at = place(
-                &c.path,
-                c.start_line,
-                c.end_line,
-                c.page,
-                c.section.as_deref(),
-            );
-            println!("- {at}");
+            println!("- {}", cited(c));
         }
     }
     if !answer.dropped_markers.is_empty() {
@@ -348,14 +345,10 @@ fn server_status(config: &Config) -> Option<crate::engine::Status> {
     let addr = config.bind.to_socket_addrs().ok()?.next()?;
     let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).ok()?;
     stream.set_read_timeout(Some(timeout)).ok()?;
-    // Any key the server takes: the first given, else the first in the key file.
-    let key = config.api_keys.first().cloned().or_else(|| {
-        let text = std::fs::read_to_string(config.api_key_file.as_ref()?).ok()?;
-        text.lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_owned)
-    });
+    // Any key the server takes.
+    let key = crate::http::Keys::new(config.api_keys.clone(), config.api_key_file.clone())
+        .ok()
+        .and_then(|k| k.any());
     let auth = key
         .map(|k| format!("Authorization: Bearer {k}\r\n"))
         .unwrap_or_default();

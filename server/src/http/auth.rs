@@ -45,6 +45,12 @@ impl Keys {
         !self.fixed.is_empty() || self.file.is_some()
     }
 
+    /// One of the keys (the first given, else the file's first), for a client of the server.
+    pub fn any(&self) -> Option<String> {
+        let from_file = self.from_file.lock().expect("keys lock");
+        self.fixed.iter().chain(from_file.1.iter()).next().cloned()
+    }
+
     /// Whether `given` is one of the keys. The file is read again when its modification time
     /// changed; a file that cannot be read keeps the keys read last.
     pub fn accepts(&self, given: &str) -> bool {
@@ -86,6 +92,7 @@ mod tests {
             assert!(keys.accepts(k), "{k}");
         }
         assert!(!keys.accepts("alph") && !keys.accepts("# team keys") && !keys.accepts(""));
+        assert_eq!(keys.any().as_deref(), Some("flag"));
         // Revoke alpha, add gamma: taken without a restart (the time must differ).
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&file, "beta\ngamma\n").unwrap();

@@ -15,6 +15,8 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use sovrag_generate::{AnswerKind, AskOptions};
+
 use crate::engine::{Engine, UnknownModel};
 
 /// Largest request body accepted.
@@ -182,6 +184,11 @@ fn check(text: &str, what: &str, k: Option<usize>, default_k: usize) -> Result<u
     if text.trim().is_empty() {
         return Err(ApiError::BadRequest(format!("`{what}` must not be empty")));
     }
+    check_k(k, default_k)
+}
+
+/// `k`, or `default_k` when not given, within 1..=[`MAX_K`].
+fn check_k(k: Option<usize>, default_k: usize) -> Result<usize, ApiError> {
     let k = k.unwrap_or(default_k);
     if k == 0 || k > MAX_K {
         return Err(ApiError::BadRequest(format!(
@@ -189,6 +196,15 @@ fn check(text: &str, what: &str, k: Option<usize>, default_k: usize) -> Result<u
         )));
     }
     Ok(k)
+}
+
+/// An answer held to a JSON Schema; a schema llama.cpp cannot turn into a grammar is the
+/// client's error, named after the field `what` that held it.
+fn schema_kind(schema: &serde_json::Value, what: &str) -> Result<AnswerKind, ApiError> {
+    let text = schema.to_string();
+    sovrag_generate::grammar::schema_grammar(&text)
+        .map_err(|e| ApiError::BadRequest(format!("`{what}`: {e}")))?;
+    Ok(AnswerKind::Schema(text))
 }
 
 async fn run<T: Send + 'static>(
@@ -247,38 +263,24 @@ async fn ask(
     let body = body.into_inner();
     let k = check(&body.question, "question", body.k, 5)?;
     let kind = match &body.schema {
-        Some(schema) => {
-            let text = schema.to_string();
-            // A schema llama.cpp cannot turn into a grammar is the client's error.
-            sovrag_generate::grammar::schema_grammar(&text)
-                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-            sovrag_generate::AnswerKind::Schema(text)
-        }
-        None => sovrag_generate::AnswerKind::Prose,
+        Some(schema) => schema_kind(schema, "schema")?,
+        None => AnswerKind::Prose,
     };
     let engine = state.engine.clone();
-    let opts = sovrag_generate::AskOptions {
-        kind,
-        verify: body.verify.unwrap_or(engine.config.verify),
-        ..sovrag_generate::AskOptions::default()
+    let job = openai::Job {
+        question: body.question,
+        k,
+        model: engine.default_model(),
+        opts: AskOptions {
+            kind,
+            verify: body.verify.unwrap_or(engine.config.verify),
+            ..AskOptions::default()
+        },
     };
     if body.stream {
-        let job = openai::Job {
-            question: body.question,
-            k,
-            model: engine.default_model(),
-            opts,
-        };
         return openai::stream(&state, job, true);
     }
-    let slot = state.answer_slot()?;
-    let mut opts = opts;
-    let _stop = openai::CancelOnDrop(opts.cancel.insert(Arc::default()).clone());
-    let answer = run(&state, async move {
-        let _slot = slot.run().await;
-        engine.ask(&body.question, k, None, opts, |_| {}).await
-    })
-    .await?;
+    let (_, answer) = openai::answer_whole(&state, job).await?;
     Ok(HttpResponse::Ok().json(answer))
 }
 

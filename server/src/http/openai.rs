@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use sovrag_generate::{Answer, AnswerKind, AskOptions, StopReason};
 use sovrag_retrieve::Hit;
 
-use super::{ApiError, MAX_K, State, authorize, run};
+use super::{ApiError, State, authorize, check_k, run, schema_kind};
 use crate::engine::{Engine, passage};
 
 /// Passages retrieved for a chat question.
@@ -117,8 +117,7 @@ fn question_of(messages: &[Message]) -> Result<String, ApiError> {
     }
 }
 
-/// The answer kind `response_format` asks for; a schema llama.cpp cannot compile is the
-/// client's error.
+/// The answer kind `response_format` asks for.
 fn kind_of(format: Option<&ResponseFormat>) -> Result<AnswerKind, ApiError> {
     let schema = match format {
         None => return Ok(AnswerKind::Prose),
@@ -138,10 +137,7 @@ fn kind_of(format: Option<&ResponseFormat>) -> Result<AnswerKind, ApiError> {
             )));
         }
     };
-    let text = schema.to_string();
-    sovrag_generate::grammar::schema_grammar(&text)
-        .map_err(|e| ApiError::BadRequest(format!("`response_format.json_schema.schema`: {e}")))?;
-    Ok(AnswerKind::Schema(text))
+    schema_kind(&schema, "response_format.json_schema.schema")
 }
 
 /// Checks `model` names an available generator; returns its id.
@@ -262,12 +258,7 @@ pub(super) async fn chat(
     let question = question_of(&body.messages)?;
     let kind = kind_of(body.response_format.as_ref())?;
     let model = model_of(&engine, body.model.as_deref())?;
-    let k = body.k.unwrap_or(CHAT_K);
-    if k == 0 || k > MAX_K {
-        return Err(ApiError::BadRequest(format!(
-            "`k` must be between 1 and {MAX_K}"
-        )));
-    }
+    let k = check_k(body.k, CHAT_K)?;
     let max_tokens = body.max_completion_tokens.or(body.max_tokens);
     if max_tokens == Some(0) {
         return Err(ApiError::BadRequest(
@@ -289,15 +280,8 @@ pub(super) async fn chat(
     if body.stream {
         return stream(&state, job, include_usage);
     }
-    let slot = state.answer_slot()?;
     let model = job.model.clone();
-    let mut job = job;
-    let _stop = CancelOnDrop(job.opts.cancel.insert(Arc::default()).clone());
-    let (hits, answer) = run(&state, async move {
-        let _slot = slot.run().await;
-        ask(&engine, job, |_| {}).await
-    })
-    .await?;
+    let (hits, answer) = answer_whole(&state, job).await?;
     Ok(HttpResponse::Ok().json(json!({
         "id": completion_id(),
         "object": "chat.completion",
@@ -320,10 +304,26 @@ pub(super) async fn chat(
     })))
 }
 
+/// Answers `job` whole, once admitted (429 otherwise): the passages given to the generator,
+/// and its answer. A client that goes away stops it.
+pub(super) async fn answer_whole(
+    state: &State,
+    mut job: Job,
+) -> Result<(Vec<Hit>, Answer), ApiError> {
+    let slot = state.answer_slot()?;
+    let _stop = CancelOnDrop(job.opts.cancel.insert(Arc::default()).clone());
+    let engine = state.engine.clone();
+    run(state, async move {
+        let _slot = slot.run().await;
+        ask(&engine, job, |_| {}).await
+    })
+    .await
+}
+
 /// Stops an answer when dropped: actix drops a request's handler when its client goes away,
 /// and the answer, running on another runtime, must not outlive it. (Dropped after the
 /// answer is done, it stops nothing.)
-pub(super) struct CancelOnDrop(pub Arc<AtomicBool>);
+struct CancelOnDrop(Arc<AtomicBool>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
