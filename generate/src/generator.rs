@@ -1253,6 +1253,15 @@ mod tests {
         }
     }
 
+    /// A short answer, unverified, abstaining at `threshold` (`None`: the model's setting).
+    fn short(threshold: Option<f32>) -> AskOptions {
+        AskOptions {
+            kind: AnswerKind::Short,
+            abstain_threshold: threshold,
+            ..no_verify()
+        }
+    }
+
     #[test]
     fn fifty_answers_all_parse_under_the_citation_grammar() {
         let g = tiny();
@@ -1452,10 +1461,7 @@ mod tests {
             .answer(
                 "Which port does the HTTP API listen on?",
                 &docs(),
-                &AskOptions {
-                    kind: AnswerKind::Short,
-                    ..no_verify()
-                },
+                &short(None),
                 &mut |s| streamed.push_str(s),
             )
             .expect("answer");
@@ -1475,11 +1481,7 @@ mod tests {
 
     #[test]
     fn short_answer_abstains_at_its_threshold_without_decoding() {
-        let opts = |t: f32| AskOptions {
-            kind: AnswerKind::Short,
-            abstain_threshold: Some(t),
-            ..no_verify()
-        };
+        let opts = |t: f32| short(Some(t));
         let q = "Which port does the HTTP API listen on?";
         let a = tiny()
             .answer(q, &docs(), &opts(0.0), &mut |_| {})
@@ -1525,7 +1527,6 @@ mod tests {
     fn short_answer_through_the_completion_prompt() {
         let g = Generator::load(GeneratorConfig {
             use_chat_template: false,
-            abstain_threshold: 1.1,
             max_answer_tokens: 64,
             ..config(tiny_path(), 2048)
         })
@@ -1534,10 +1535,7 @@ mod tests {
             .answer(
                 "Which port does the HTTP API listen on?",
                 &docs(),
-                &AskOptions {
-                    kind: AnswerKind::Short,
-                    ..no_verify()
-                },
+                &short(Some(1.1)),
                 &mut |_| {},
             )
             .expect("answer");
