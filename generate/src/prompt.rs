@@ -263,7 +263,7 @@ pub(crate) fn pack_with(
     }
 }
 
-fn blocks(block: &dyn Fn(usize, &Passage) -> String, passages: &[Passage]) -> String {
+pub(crate) fn blocks(block: &dyn Fn(usize, &Passage) -> String, passages: &[Passage]) -> String {
     passages
         .iter()
         .enumerate()

@@ -10,6 +10,28 @@ pub const SETUP_COMMAND: &str = "python3 scripts/fetch_models.py";
 /// The default generator's file name in the cache.
 pub const DEFAULT_GGUF: &str = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf";
 
+/// The sha256 of every file `scripts/fetch_models.py` puts in the cache, by path relative
+/// to the cache: the same file the script checks its downloads against.
+const PINS: &str = include_str!("../model-pins.json");
+
+/// The files the cache may hold and their pinned sha256: `(relative path, hex digest)`.
+pub fn pins() -> Vec<(String, String)> {
+    let v: serde_json::Value = serde_json::from_str(PINS).expect("model-pins.json is JSON");
+    v["files"]
+        .as_object()
+        .expect("model-pins.json has files")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+        .collect()
+}
+
+/// The files search needs (relative to the cache); the generators are needed only to answer.
+pub const REQUIRED: [&str; 3] = [
+    "minilm/model.onnx",
+    "minilm/tokenizer.json",
+    "onnxruntime/libonnxruntime.so",
+];
+
 /// Paths of the files sovrag loads from the model cache.
 #[derive(Debug, Clone)]
 pub struct ModelPaths {
@@ -73,5 +95,17 @@ impl ModelPaths {
             )));
         }
         Ok(paths)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_required_file_and_the_default_generator_are_pinned() {
+        let pins = super::pins();
+        for f in super::REQUIRED.iter().chain([&super::DEFAULT_GGUF]) {
+            let pin = pins.iter().find(|(p, _)| p == f);
+            assert!(pin.is_some_and(|(_, h)| h.len() == 64), "{f}");
+        }
     }
 }

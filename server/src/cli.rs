@@ -125,6 +125,49 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check this installation: models present and matching their pinned sha256, the ONNX
+    /// Runtime and llama.cpp builds (CPU features, GPU offload), the data dir, the bind
+    /// address and keys, and the sockets of every running sovrag. Exits 1 when a needed
+    /// model is missing or altered.
+    Doctor {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What this installation did (tokens, answers, searches, CPU time per day, from the
+    /// usage ledger) and what it would have cost on hosted APIs; the crossover point (SSCP),
+    /// ZMCIT and the sovereignty score (PCS), each factor with its source.
+    Report {
+        /// The window: this many days up to today.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// Print JSON (as `GET /v1/report`).
+        #[arg(long)]
+        json: bool,
+        /// Print the built-in cost table (prices with their sources, electricity,
+        /// hardware, frontier figure) to edit, and exit.
+        #[arg(long)]
+        costs_template: bool,
+    },
+    /// Rate a kept answer (its `answer_id`), optionally with the answer you wanted.
+    Feedback {
+        answer_id: String,
+        #[arg(value_enum)]
+        rating: crate::answers::Rating,
+        /// The answer you would have wanted; it replaces the model's in `export finetune`.
+        #[arg(long)]
+        correction: Option<String>,
+    },
+    /// Remove kept answers from before DATE (YYYY-MM-DD) from the data dir.
+    Forget {
+        #[arg(long, value_name = "DATE")]
+        before: String,
+    },
+    /// Write kept answers as training data.
+    Export {
+        #[command(subcommand)]
+        what: Export,
+    },
     /// Check the index against the files under PATHS and against itself: every indexable
     /// file indexed with its current text, nothing else indexed, no duplicate chunks, the
     /// vector store and text index in agreement. Exits 1 on any violation.
@@ -135,5 +178,20 @@ pub enum Command {
         /// Print JSON: {"files":…, "chunks":…, "violations":[…]}.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Export {
+    /// Chat-format JSONL (`{"messages": [system, user with the passages, assistant]}`), the
+    /// user's corrections replacing the model's answers: ready for common fine-tuning tools.
+    Finetune {
+        /// Which answers: `none` takes all but those rated down and not corrected; `up`
+        /// only those rated up or corrected.
+        #[arg(long, value_enum, default_value = "none")]
+        min_rating: crate::answers::MinRating,
+        /// The JSONL file to write.
+        #[arg(long)]
+        out: PathBuf,
     },
 }

@@ -28,7 +28,24 @@ pub fn init_logging(verbose: u8) {
 
 pub async fn run(cli: Cli) -> Result<()> {
     let config = Config::resolve(cli.config.as_deref(), cli.settings)?;
-    match cli.command {
+    // Commands that use the models are counted in the usage ledger (`report`).
+    if matches!(
+        cli.command,
+        Command::Index { .. }
+            | Command::Query { .. }
+            | Command::Ask { .. }
+            | Command::Serve
+            | Command::Eval { .. }
+    ) {
+        crate::usage::open(&config.data_dir);
+    }
+    let result = command(config, cli.command).await;
+    crate::usage::flush();
+    result
+}
+
+async fn command(config: Config, command: Command) -> Result<()> {
+    match command {
         Command::Index { paths, json } => index(config, &paths, json).await,
         Command::Query { text, k, json } => query(config, &text, k, json).await,
         Command::Ask {
@@ -41,6 +58,59 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Status { json } => status(config, json).await,
         Command::Verify { paths, json } => verify(config, &paths, json).await,
         Command::Extract { file, json } => extract(&config, &file, json),
+        Command::Doctor { json } => doctor(&config, json),
+        Command::Report {
+            days,
+            json,
+            costs_template,
+        } => {
+            if costs_template {
+                print!("{}", crate::report::BUILT_IN_COSTS);
+                return Ok(());
+            }
+            let r = crate::report::build(&config.data_dir, config.costs.as_ref(), days)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", crate::report::render(&r));
+            }
+            Ok(())
+        }
+        Command::Feedback {
+            answer_id,
+            rating,
+            correction,
+        } => {
+            let log = crate::answers::AnswerLog::new(&config.data_dir);
+            match log.feedback(&answer_id, rating, correction)? {
+                Some(_) => {
+                    println!("feedback kept for {answer_id}");
+                    Ok(())
+                }
+                None => anyhow::bail!(
+                    "no answer {answer_id} is kept in {}",
+                    config.data_dir.display()
+                ),
+            }
+        }
+        Command::Forget { before } => {
+            let n = crate::answers::AnswerLog::new(&config.data_dir).forget_before(&before)?;
+            println!("removed {n} answers kept before {before}");
+            Ok(())
+        }
+        Command::Export {
+            what: crate::cli::Export::Finetune { min_rating, out },
+        } => {
+            let entries = crate::answers::AnswerLog::new(&config.data_dir).entries()?;
+            let (text, n) = crate::answers::finetune_jsonl(&entries, min_rating)?;
+            std::fs::write(&out, text).with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "wrote {n} examples of {} kept answers to {}",
+                entries.len(),
+                out.display()
+            );
+            Ok(())
+        }
         Command::Eval {
             beir,
             qa,
@@ -72,6 +142,23 @@ pub async fn run(cli: Cli) -> Result<()> {
             (None, None) => anyhow::bail!("eval needs --beir DIR or --qa DIR"),
         },
     }
+}
+
+fn doctor(config: &Config, json: bool) -> Result<()> {
+    let keys = crate::http::Keys::new(config.api_keys.clone(), config.api_key_file.clone())?;
+    let (report, ok) = crate::doctor::check(config, keys.required())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", crate::doctor::render(&report));
+    }
+    if !ok {
+        anyhow::bail!(
+            "a needed model is missing or does not match its pinned sha256: run `{}`",
+            sovrag_ingest::models::SETUP_COMMAND
+        );
+    }
+    Ok(())
 }
 
 async fn index(config: Config, paths: &[std::path::PathBuf], json: bool) -> Result<()> {

@@ -87,6 +87,18 @@ pub struct Settings {
     /// is refused with 429. [default: 2]
     #[arg(long, global = true, env = "SOVRAG_MAX_CONCURRENT_ANSWERS")]
     pub max_concurrent_answers: Option<usize>,
+    /// Keep every answer (question, passages, answer, citations) in the data dir for
+    /// feedback and `export finetune`. [default: on]
+    #[arg(long, global = true, env = "SOVRAG_ANSWER_LOG", value_enum)]
+    pub answer_log: Option<OnOff>,
+    /// Keep no answers (the same as `--answer-log off`).
+    #[arg(long, global = true, conflicts_with = "answer_log")]
+    pub no_answer_log: bool,
+    /// The cost table `report` prices usage with: hosted models' prices, electricity,
+    /// hardware, a frontier score (default: ~/.config/sovrag/costs.toml when it exists, else
+    /// the one built in; `sovrag report --costs-template` prints it to edit).
+    #[arg(long, global = true, env = "SOVRAG_COSTS")]
+    pub costs: Option<PathBuf>,
 }
 
 /// A switch, as the command line spells it.
@@ -130,6 +142,8 @@ pub struct FileConfig {
     abstain_threshold: Option<f32>,
     extract_timeout: Option<u64>,
     max_concurrent_answers: Option<usize>,
+    answer_log: Option<OnOff>,
+    costs: Option<PathBuf>,
 }
 
 /// The resolved settings the engine and server run with.
@@ -160,6 +174,10 @@ pub struct Config {
     pub extract_timeout: u64,
     /// Answers written at once by the server (see `Settings::max_concurrent_answers`).
     pub max_concurrent_answers: usize,
+    /// Keep answers for feedback and fine-tuning (see `Settings::answer_log`).
+    pub answer_log: bool,
+    /// The cost table's file, when not the built-in one.
+    pub costs: Option<PathBuf>,
 }
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:7878";
@@ -237,6 +255,13 @@ impl Config {
                 .or(f.max_concurrent_answers)
                 .unwrap_or(2)
                 .max(1),
+            answer_log: !over.no_answer_log
+                && over.answer_log.or(f.answer_log).is_none_or(OnOff::is_on),
+            costs: over.costs.or(f.costs).or_else(|| {
+                dirs::config_dir()
+                    .map(|d| d.join("sovrag").join("costs.toml"))
+                    .filter(|p| p.is_file())
+            }),
         };
         anyhow::ensure!(
             (0.0..=1.0).contains(&cfg.abstain_threshold),

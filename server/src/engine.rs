@@ -54,6 +54,9 @@ pub struct Engine {
     layouts: Mutex<HashMap<String, Option<Arc<sovrag_ingest::layout::Layout>>>>,
     /// How each watched folder is being followed, for `status`.
     watching: Mutex<BTreeMap<String, String>>,
+    /// Where answers are kept for feedback and fine-tuning (written only with
+    /// `config.answer_log` on).
+    pub answers: crate::answers::AnswerLog,
 }
 
 /// Work in progress: counted while a [`WorkGuard`] lives.
@@ -185,6 +188,7 @@ impl Engine {
             .with_context(|| format!("opening the index in {}", config.data_dir.display()))?;
         let extractor = extractor(&config, true)?;
         let problems = load_problems(&config.data_dir);
+        let answers = crate::answers::AnswerLog::new(&config.data_dir);
         Ok(Arc::new(Engine {
             config,
             models,
@@ -197,6 +201,7 @@ impl Engine {
             activity: Mutex::new(Activity::default()),
             layouts: Mutex::new(HashMap::new()),
             watching: Mutex::new(BTreeMap::new()),
+            answers,
         }))
     }
 
@@ -412,6 +417,7 @@ impl Engine {
         k: usize,
         mode: SearchMode,
     ) -> Result<(Vec<Hit>, StageTimes, Duration)> {
+        crate::usage::record(|c| c.searches += 1);
         // The embedding starts on a blocking thread now and runs while BM25 searches.
         let embedder = match mode {
             SearchMode::Bm25 => None,
@@ -497,7 +503,9 @@ impl Engine {
                 let e = tokio::task::spawn_blocking(move || Embedder::load(&m, threads))
                     .await?
                     .context("loading the embedding model")?;
-                anyhow::Ok(Arc::new(e))
+                let e = Arc::new(e);
+                crate::usage::track(&e);
+                anyhow::Ok(e)
             })
             .await
             .cloned()
@@ -530,6 +538,7 @@ impl Engine {
         if passages.is_empty() {
             // Nothing indexed: say so rather than let the model answer from nothing.
             let answer = Answer {
+                id: None,
                 answer: NOTHING_INDEXED.into(),
                 citations: Vec::new(),
                 dropped_markers: Vec::new(),
@@ -549,11 +558,21 @@ impl Engine {
             return Ok(answer);
         }
         let generator = self.generator_for(model).await?;
+        let model = model.map_or_else(|| self.default_model(), str::to_owned);
         let q = question.to_string();
-        let answer = tokio::task::spawn_blocking(move || {
-            generator.answer(&q, &passages, &opts, &mut on_token)
+        let (mut answer, passages) = tokio::task::spawn_blocking(move || {
+            let a = generator.answer(&q, &passages, &opts, &mut on_token)?;
+            anyhow::Ok((a, passages))
         })
         .await??;
+        crate::usage::answered(&model, answer.prompt_tokens, answer.generated_tokens);
+        if self.config.answer_log {
+            match self.answers.keep(question, &model, &passages, &answer) {
+                Ok(id) => answer.id = Some(id),
+                // The answer is worth more than its log entry.
+                Err(e) => tracing::warn!("answer log: {e:#}"),
+            }
+        }
         Ok(answer)
     }
 

@@ -186,6 +186,8 @@ pub(crate) async fn open_indexed(
         hex::encode(&h.finalize()[..8])
     };
     config.data_dir = config.data_dir.join("eval").join(&key);
+    // Benchmark answers are not the user's: they are counted in the ledger, not kept.
+    config.answer_log = false;
     let info_path = config.data_dir.join("index-info.json");
     let cached: Option<IndexInfo> = std::fs::read(&info_path)
         .ok()

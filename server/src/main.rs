@@ -1,12 +1,17 @@
 //! The `sovrag` binary: command-line definition and glue. All the work is in the
 //! `sovrag-ingest`, `sovrag-retrieve` and `sovrag-generate` crates, put together in `engine`.
 
+mod answers;
 mod cli;
 mod commands;
 mod config;
+mod doctor;
+mod egress;
 mod engine;
 mod eval;
 mod http;
+mod report;
+mod usage;
 mod watch;
 
 use clap::Parser;

@@ -2,11 +2,13 @@
 
 mod util;
 
+mod answers;
 mod cli;
 mod corpus;
 mod documents;
 mod eval;
 mod http;
+mod ledger;
 mod openai;
 mod setup;
 mod sovereignty;

@@ -134,6 +134,12 @@ impl Server {
         (resp.status().as_u16(), headers)
     }
 
+    /// Kills the server with SIGKILL (no chance to flush or clean up) and waits for it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -261,6 +261,7 @@ pub async fn run(mut config: Config, dir: &Path, opts: QaOptions, json: bool) ->
         );
     }
     let verify = config.verify;
+    let installation = config.data_dir.clone();
     let (engine, _info) = open_indexed(&mut config, dir).await?;
     let generator = engine.generator().await?;
     let model = config
@@ -404,6 +405,23 @@ pub async fn run(mut config: Config, dir: &Path, opts: QaOptions, json: bool) ->
             "scores": s,
         }
     });
+    // The installation's own answer-quality figure, for `report`'s local-performance factor.
+    let bench = dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| dir.display().to_string());
+    let kept = crate::report::EvalResult {
+        bench,
+        questions: questions.len(),
+        f1: s.f1,
+        exact: s.exact,
+        model: engine.default_model(),
+        day: crate::usage::today(),
+    };
+    if let Err(e) = crate::report::save_eval(&installation, &kept) {
+        tracing::warn!("keeping the eval result for `report`: {e:#}");
+    }
     if json {
         println!("{report}");
         return Ok(());

@@ -1,6 +1,7 @@
 //! The HTTP API and the web page (actix-web): sovrag's own endpoints here, the
 //! OpenAI-compatible ones in [`openai`].
 
+mod answers;
 mod auth;
 mod openai;
 
@@ -364,12 +365,15 @@ where
     };
     if let (Some(origin), true) = (allowed.clone(), preflight) {
         let mut res = HttpResponse::NoContent();
-        res.insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS"))
-            .insert_header((
-                header::ACCESS_CONTROL_ALLOW_HEADERS,
-                "authorization, content-type",
-            ))
-            .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"));
+        res.insert_header((
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            "GET, POST, DELETE, OPTIONS",
+        ))
+        .insert_header((
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            "authorization, content-type",
+        ))
+        .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"));
         let mut res = res.finish();
         add(res.headers_mut(), origin);
         return Box::pin(async move { Ok(req.into_response(res)) });
@@ -421,6 +425,9 @@ pub async fn serve(engine: Arc<Engine>, addrs: Vec<SocketAddr>, keys: Keys) -> R
                     .limit(MAX_BODY)
                     .error_handler(json_error),
             )
+            .app_data(web::QueryConfig::default().error_handler(|err, _req| {
+                ApiError::BadRequest(format!("invalid query string: {err}")).into()
+            }))
             .route("/", web::get().to(page))
             .route("/healthz", web::get().to(healthz))
             .route("/v1/query", web::post().to(query))
@@ -431,6 +438,10 @@ pub async fn serve(engine: Arc<Engine>, addrs: Vec<SocketAddr>, keys: Keys) -> R
             .route("/v1/models", web::get().to(openai::models))
             .route("/v1/models/{id}", web::get().to(openai::model))
             .route("/v1/embeddings", web::post().to(openai::embeddings))
+            .route("/v1/feedback", web::post().to(answers::feedback))
+            .route("/v1/answers/{id}", web::get().to(answers::get))
+            .route("/v1/answers/{id}", web::delete().to(answers::delete))
+            .route("/v1/report", web::get().to(answers::report))
             .default_service(web::to(not_found))
     })
     .workers(2)
@@ -438,7 +449,7 @@ pub async fn serve(engine: Arc<Engine>, addrs: Vec<SocketAddr>, keys: Keys) -> R
     .with_context(|| format!("cannot listen on {addrs:?}"))?;
     for a in server.addrs() {
         println!(
-            "sovrag: serving on http://{a}/ (API: POST /v1/query, POST /v1/ask, GET /v1/documents/ID; OpenAI-compatible: POST /v1/chat/completions, GET /v1/models, POST /v1/embeddings)"
+            "sovrag: serving on http://{a}/ (API: POST /v1/query, POST /v1/ask, GET /v1/documents/ID, POST /v1/feedback, GET /v1/report; OpenAI-compatible: POST /v1/chat/completions, GET /v1/models, POST /v1/embeddings)"
         );
     }
     server.run().await.context("HTTP server")

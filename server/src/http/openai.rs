@@ -226,6 +226,7 @@ fn usage(a: &Answer) -> Value {
 /// the native API gives them, and what verification did.
 fn extension(a: &Answer) -> Value {
     json!({
+        "answer_id": a.id,
         "abstained": a.abstained,
         "citations": a.citations,
         "verification": a.verification,
