@@ -286,6 +286,8 @@ struct Worker<'m> {
     choices: Option<(Vec<LlamaToken>, Vec<LlamaToken>)>,
     /// The answer in progress stops when this is set (`AskOptions::cancel`).
     cancel: Option<Arc<AtomicBool>>,
+    /// Draws tokens when the request asked for sampling; greedy otherwise.
+    sampler: Option<grammar::Sampler>,
 }
 
 /// What one decode produced.
@@ -349,6 +351,7 @@ impl<'m> Worker<'m> {
             no,
             choices: None,
             cancel: None,
+            sampler: None,
         })
     }
 
@@ -427,6 +430,10 @@ impl<'m> Worker<'m> {
         emit: &mut dyn FnMut(&str),
     ) -> Result<Answer> {
         self.cancel = opts.cancel.clone();
+        self.sampler = opts
+            .sampling
+            .filter(|_| opts.kind != AnswerKind::Short)
+            .map(grammar::Sampler::new);
         if opts.kind == AnswerKind::Short {
             return self.answer_short(question, passages, opts, emit);
         }
@@ -906,9 +913,9 @@ impl<'m> Worker<'m> {
             {
                 break StopReason::Cancelled;
             }
-            // Greedy: the same question and passages always give the same answer,
-            // which keeps answers testable and the citation check repeatable.
-            let token = grammar::pick(&self.ctx, idx, constraint.as_mut());
+            // Greedy unless the request asked to sample: the same question and passages
+            // then always give the same answer, which keeps the citation check repeatable.
+            let token = grammar::pick(&self.ctx, idx, constraint.as_mut(), self.sampler.as_mut());
             if vocab.is_eog(token) {
                 break StopReason::EndOfText;
             }

@@ -17,7 +17,7 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 
-use crate::{Error, Result};
+use crate::{Error, Result, Sampling};
 
 /// What an answer says when the passages do not hold the answer.
 pub const ABSTENTION: &str = "I could not find this in the indexed documents.";
@@ -129,9 +129,13 @@ pub(crate) fn pick(
     ctx: &LlamaContext<'_>,
     idx: i32,
     constraint: Option<&mut Constraint>,
+    sampler: Option<&mut Sampler>,
 ) -> LlamaToken {
     let logits = ctx.get_logits_ith(idx);
-    let best = argmax(logits);
+    let (best, mut sampler) = match sampler {
+        Some(s) => (s.draw(&top_k(logits.iter().copied().enumerate())), Some(s)),
+        None => (argmax(logits), None),
+    };
     let Some(c) = constraint else {
         return best;
     };
@@ -146,14 +150,93 @@ pub(crate) fn pick(
         c.full_checks += 1;
         let mut all = ctx.token_data_array_ith(idx);
         c.sampler.apply(&mut all);
-        all.data
+        let allowed = all
+            .data
             .iter()
             .filter(|d| d.logit().is_finite())
-            .max_by(|a, b| a.logit().total_cmp(&b.logit()))
-            .map_or(best, LlamaTokenData::id)
+            .map(|d| (usize::try_from(d.id().0).unwrap_or(0), d.logit()));
+        match sampler.as_mut() {
+            Some(s) => s.draw(&top_k(allowed)),
+            None => allowed
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map_or(best, |(i, _)| LlamaToken(i32::try_from(i).unwrap_or(0))),
+        }
     };
     c.spent += t.elapsed();
     token
+}
+
+/// Tokens a sampled answer draws from: the most likely this many.
+const TOP_K: usize = 40;
+
+/// The [`TOP_K`] highest `(token, logit)` pairs, best first, in one pass without sorting
+/// the vocabulary.
+fn top_k(items: impl Iterator<Item = (usize, f32)>) -> Vec<(usize, f32)> {
+    let mut top: Vec<(usize, f32)> = Vec::with_capacity(TOP_K + 1);
+    for (i, l) in items {
+        if top.len() == TOP_K && l <= top[TOP_K - 1].1 {
+            continue;
+        }
+        let at = top.partition_point(|&(_, x)| x >= l);
+        top.insert(at, (i, l));
+        top.truncate(TOP_K);
+    }
+    top
+}
+
+/// Draws tokens for a sampled answer ([`Sampling`]), with its own seeded generator.
+pub(crate) struct Sampler {
+    cfg: Sampling,
+    state: u64,
+}
+
+impl Sampler {
+    pub(crate) fn new(cfg: Sampling) -> Self {
+        Self {
+            cfg,
+            state: cfg.seed,
+        }
+    }
+
+    /// SplitMix64: small, fast and good enough to pick among 40 tokens.
+    fn next_unit(&mut self) -> f64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// One token from `top` (best first): softmax at the temperature, cut at `top_p`.
+    fn draw(&mut self, top: &[(usize, f32)]) -> LlamaToken {
+        let Some(&(first, max)) = top.first() else {
+            return LlamaToken(0);
+        };
+        let t = f64::from(self.cfg.temperature.max(1e-3));
+        let weights: Vec<f64> = top
+            .iter()
+            .map(|&(_, l)| ((f64::from(l) - f64::from(max)) / t).exp())
+            .collect();
+        let total: f64 = weights.iter().sum();
+        let (mut kept, mut mass) = (0, 0.0);
+        for w in &weights {
+            kept += 1;
+            mass += w / total;
+            if mass >= f64::from(self.cfg.top_p) {
+                break;
+            }
+        }
+        let kept_total: f64 = weights[..kept].iter().sum();
+        let mut u = self.next_unit() * kept_total;
+        for (i, w) in weights[..kept].iter().enumerate() {
+            if u < *w {
+                return LlamaToken(i32::try_from(top[i].0).unwrap_or(0));
+            }
+            u -= w;
+        }
+        LlamaToken(i32::try_from(first).unwrap_or(0))
+    }
 }
 
 fn argmax(logits: &[f32]) -> LlamaToken {
@@ -320,5 +403,57 @@ mod tests {
         assert!(e.contains("not valid JSON"), "{e}");
         let e = schema_grammar("[1, 2]").unwrap_err().to_string();
         assert!(e.contains("JSON object"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod sampling_tests {
+    use super::*;
+
+    #[test]
+    fn top_k_keeps_the_best_in_order() {
+        let logits = [0.5f32, 3.0, -1.0, 2.0, 3.0];
+        let top = top_k(logits.iter().copied().enumerate());
+        assert_eq!(top.len(), 5);
+        assert_eq!(top[0].1, 3.0);
+        assert_eq!(top[2], (3, 2.0));
+        let many: Vec<f32> = (0..1000).map(|i| (i % 97) as f32).collect();
+        let top = top_k(many.iter().copied().enumerate());
+        assert_eq!(top.len(), TOP_K);
+        assert!(top.windows(2).all(|w| w[0].1 >= w[1].1));
+        assert_eq!(top[0].1, 96.0);
+    }
+
+    #[test]
+    fn draws_follow_temperature_top_p_and_seed() {
+        let top = [(7usize, 2.0f32), (8, 1.0), (9, 0.0)];
+        let cfg = |temperature, top_p, seed| Sampling {
+            temperature,
+            top_p,
+            seed,
+        };
+        // A tiny temperature is greedy; a small top_p keeps only the best.
+        let mut cold = Sampler::new(cfg(0.01, 1.0, 1));
+        let mut narrow = Sampler::new(cfg(1.0, 0.1, 1));
+        for _ in 0..50 {
+            assert_eq!(cold.draw(&top).0, 7);
+            assert_eq!(narrow.draw(&top).0, 7);
+        }
+        // At temperature 1 every token comes up, in proportion to its probability.
+        let mut warm = Sampler::new(cfg(1.0, 1.0, 42));
+        let mut seen = [0usize; 3];
+        for _ in 0..3000 {
+            seen[usize::try_from(warm.draw(&top).0).unwrap() - 7] += 1;
+        }
+        assert!(
+            seen[0] > seen[1] && seen[1] > seen[2] && seen[2] > 100,
+            "{seen:?}"
+        );
+        // The same seed draws the same tokens.
+        let mut a = Sampler::new(cfg(1.0, 1.0, 5));
+        let mut b = Sampler::new(cfg(1.0, 1.0, 5));
+        let da: Vec<i32> = (0..20).map(|_| a.draw(&top).0).collect();
+        let db: Vec<i32> = (0..20).map(|_| b.draw(&top).0).collect();
+        assert_eq!(da, db);
     }
 }

@@ -49,6 +49,19 @@ pub enum AnswerKind {
     Schema(String),
 }
 
+/// Sampling settings: the next token is drawn from the `top_k` most likely (40), scaled by
+/// `temperature`, cut to the smallest set whose probability reaches `top_p`, with a random
+/// generator seeded by `seed` (the same seed, question and passages give the same answer).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    /// Above 0; lower is more conservative.
+    pub temperature: f32,
+    /// Nucleus cut, in (0, 1].
+    pub top_p: f32,
+    /// Seeds the random generator.
+    pub seed: u64,
+}
+
 /// How to answer one question.
 #[derive(Debug, Clone)]
 pub struct AskOptions {
@@ -67,6 +80,9 @@ pub struct AskOptions {
     /// At most this many tokens of answer; `None` (or more than it) takes
     /// [`GeneratorConfig::max_answer_tokens`].
     pub max_tokens: Option<u32>,
+    /// Sample instead of decoding greedily (OpenAI's `temperature`, `top_p`, `seed`); `None`,
+    /// the default, keeps the answer deterministic. Short answers are always greedy.
+    pub sampling: Option<Sampling>,
     /// Set it to stop the answer (its client went away): decoding stops at the next token
     /// and the answer fails with [`Error::Cancelled`].
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
@@ -80,6 +96,7 @@ impl Default for AskOptions {
             constrain: true,
             abstain_threshold: None,
             max_tokens: None,
+            sampling: None,
             cancel: None,
         }
     }

@@ -40,6 +40,10 @@ pub(super) struct ChatRequest {
     max_tokens: Option<u32>,
     max_completion_tokens: Option<u32>,
     response_format: Option<ResponseFormat>,
+    /// Absent or 0: greedy decoding (the same question gives the same answer).
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    seed: Option<u64>,
     /// sovrag's own: passages to retrieve (default 5).
     k: Option<usize>,
     /// sovrag's own: verify the answer (default: the server's setting).
@@ -234,6 +238,41 @@ fn extension(a: &Answer) -> Value {
     })
 }
 
+/// OpenAI's sampling fields: `temperature` 0 (or none) decodes greedily; above it, tokens
+/// are drawn with `top_p` (default 1) from a generator seeded by `seed` (default: the clock,
+/// so unseeded answers vary as clients expect).
+fn sampling_of(
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    seed: Option<u64>,
+) -> Result<Option<sovrag_generate::Sampling>, ApiError> {
+    let t = temperature.unwrap_or(0.0);
+    if !(0.0..=2.0).contains(&t) {
+        return Err(ApiError::BadRequest(
+            "`temperature` must be between 0 and 2".into(),
+        ));
+    }
+    let top_p = top_p.unwrap_or(1.0);
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(ApiError::BadRequest(
+            "`top_p` must be above 0 and at most 1".into(),
+        ));
+    }
+    if t == 0.0 {
+        return Ok(None);
+    }
+    let seed = seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
+    Ok(Some(sovrag_generate::Sampling {
+        temperature: t,
+        top_p,
+        seed,
+    }))
+}
+
 fn completion_id() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -266,6 +305,7 @@ pub(super) async fn chat(
             "`max_tokens` must be at least 1".into(),
         ));
     }
+    let sampling = sampling_of(body.temperature, body.top_p, body.seed)?;
     let job = Job {
         question,
         k,
@@ -274,6 +314,7 @@ pub(super) async fn chat(
             kind,
             verify: body.verify.unwrap_or(engine.config.verify),
             max_tokens,
+            sampling,
             ..AskOptions::default()
         },
     };
