@@ -324,6 +324,8 @@ pub fn build(data_dir: &Path, costs_file: Option<&PathBuf>, days: u32) -> Result
         _ => None,
     };
 
+    // Sums of many short intervals carry float noise (2395.609999999999).
+    window.cpu_seconds = round(window.cpu_seconds, 2);
     Ok(json!({
         "window": {"days": days, "from": first_s, "to": today.format("%Y-%m-%d").to_string(), "days_with_data": covered_days},
         "totals": window,

@@ -52,6 +52,10 @@ pub struct Counts {
     /// that could leave the machine (see `egress`).
     pub egress_checks: u64,
     pub egress_violations: u64,
+    /// Generators loaded (the first answer, or a request naming another model), and loads
+    /// that failed.
+    pub model_loads: u64,
+    pub model_load_failures: u64,
     /// The embedding model used, by name.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub embedding_models: BTreeMap<String, u64>,
@@ -71,6 +75,8 @@ impl Counts {
         self.cpu_seconds += o.cpu_seconds;
         self.egress_checks += o.egress_checks;
         self.egress_violations += o.egress_violations;
+        self.model_loads += o.model_loads;
+        self.model_load_failures += o.model_load_failures;
         for (k, v) in &o.embedding_models {
             *self.embedding_models.entry(k.clone()).or_default() += v;
         }
@@ -82,13 +88,16 @@ impl Counts {
         }
     }
 
-    /// Anything besides CPU time.
+    /// Anything besides CPU time: a flush that finds none writes nothing, and every other
+    /// counter is then zero, so nothing is dropped.
     fn has_work(&self) -> bool {
         self.embedded_tokens
             + self.prompt_tokens
             + self.generated_tokens
             + self.answers
             + self.searches
+            + self.model_loads
+            + self.model_load_failures
             > 0
     }
 }
@@ -116,6 +125,8 @@ struct Ledger {
     embedders: Mutex<Vec<(Arc<Embedder>, u64, u64)>>,
     /// Process CPU seconds at the last flush.
     cpu_at_flush: Mutex<f64>,
+    /// Everything written since the process started, for `/metrics`.
+    written: Mutex<Counts>,
 }
 
 static LEDGER: OnceLock<Ledger> = OnceLock::new();
@@ -129,6 +140,7 @@ pub fn open(data_dir: &Path) {
         pending: Mutex::new(Counts::default()),
         embedders: Mutex::new(Vec::new()),
         cpu_at_flush: Mutex::new(cpu_seconds()),
+        written: Mutex::new(Counts::default()),
     };
     if LEDGER.set(ledger).is_ok() {
         let spawned = std::thread::Builder::new()
@@ -174,6 +186,16 @@ pub fn track(embedder: &Arc<Embedder>) {
             embedder.inputs_embedded(),
         ));
     }
+}
+
+/// What this process has counted since it started (written, and still pending: tokens
+/// embedded are read from the embedders at each write, so they trail by up to
+/// [`FLUSH_EVERY`]). `None` without a ledger.
+pub fn process_totals() -> Option<Counts> {
+    let l = LEDGER.get()?;
+    let mut c = l.written.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    c.add(&l.pending.lock().unwrap_or_else(|e| e.into_inner()));
+    Some(c)
 }
 
 /// Writes what is pending now (at the end of a CLI command).
@@ -229,6 +251,10 @@ fn flush_with(always: bool) {
         }
         Err(e) => tracing::debug!("no-egress check: {e}"),
     }
+    l.written
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .add(&counts);
     let record = Record {
         day: today(),
         ts: now_secs(),

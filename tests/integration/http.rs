@@ -254,8 +254,11 @@ fn api_key_is_required_when_set() {
         (ok("from-file"), ok("new-key"), ok("s3cret")),
         (401, 200, 200)
     );
-    // OpenAI's routes are behind the keys too; /healthz is not.
-    assert_eq!(server.get("/v1/models").unwrap().0, 401);
+    // OpenAI's routes, the report, the answer log and /metrics are behind the keys too;
+    // /healthz is not.
+    for path in ["/v1/models", "/metrics", "/v1/report", "/v1/answers/a1-1"] {
+        assert_eq!(server.get(path).unwrap().0, 401, "{path}");
+    }
     assert_eq!(server.get("/healthz").unwrap().0, 200);
 
     // CORS: only the origin allowed, by name, never `*`.

@@ -37,6 +37,45 @@ fn the_ledger_counts_work_survives_kill_9_and_is_reported() {
     let generated = a["generated_tokens"].as_u64().unwrap();
     let (status, over_http) = server.get("/v1/report?days=7").unwrap();
     assert_eq!(status, 200, "{over_http}");
+    let (status, bad) = server.get("/v1/report?days=zero").unwrap();
+    assert_eq!(status, 400, "{bad}");
+    assert!(bad["error"]["message"].is_string(), "{bad}");
+
+    // /metrics in Prometheus' text format: the requests per route with their latency, and
+    // the process's counters.
+    let (status, m) = server.get("/metrics").unwrap();
+    assert_eq!(status, 200);
+    let m = m.as_str().expect("text").to_owned();
+    let value = |line_start: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {line_start} in\n{m}"))
+    };
+    assert_eq!(
+        value("sovrag_http_requests_total{route=\"/v1/ask\",method=\"POST\",status=\"200\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("sovrag_http_request_duration_seconds_count{route=\"/v1/ask\",method=\"POST\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "sovrag_http_request_duration_seconds_bucket{route=\"/v1/ask\",method=\"POST\",le=\"+Inf\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value("sovrag_http_requests_total{route=\"/v1/report\",method=\"GET\",status=\"400\"}"),
+        1.0
+    );
+    assert_eq!(value("sovrag_answers_total "), 1.0);
+    assert_eq!(value("sovrag_model_loads_total "), 1.0);
+    assert_eq!(value("sovrag_prompt_tokens_total ") as u64, prompt);
+    assert_eq!(value("sovrag_documents "), 1.0);
+    assert!(value("sovrag_index_bytes ") > 0.0);
     std::thread::sleep(Duration::from_secs(3));
     server.kill9();
 

@@ -121,8 +121,12 @@ impl Engine {
         };
         let g = tokio::task::spawn_blocking(move || Generator::load(cfg))
             .await?
-            .with_context(|| format!("loading the generator {}", path.display()))?;
-        let g = Arc::new(g);
+            .with_context(|| format!("loading the generator {}", path.display()));
+        crate::usage::record(|c| match &g {
+            Ok(_) => c.model_loads += 1,
+            Err(_) => c.model_load_failures += 1,
+        });
+        let g = Arc::new(g?);
         *loaded = Some((path, g.clone()));
         Ok(g)
     }

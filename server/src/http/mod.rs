@@ -3,6 +3,7 @@
 
 mod answers;
 mod auth;
+mod metrics;
 mod openai;
 
 pub use auth::Keys;
@@ -42,6 +43,8 @@ struct State {
     admitted: Arc<Semaphore>,
     /// Answers running at once (`max_concurrent_answers`).
     running: Arc<Semaphore>,
+    /// Requests and their latency, for `/metrics`.
+    requests: metrics::Requests,
 }
 
 impl State {
@@ -414,11 +417,34 @@ pub async fn serve(engine: Arc<Engine>, addrs: Vec<SocketAddr>, keys: Keys) -> R
         keys,
         admitted: Arc::new(Semaphore::new(running + MAX_WAITING_ANSWERS)),
         running: Arc::new(Semaphore::new(running)),
+        requests: metrics::Requests::default(),
     });
     let server = HttpServer::new(move || {
         let origins = origins.clone();
+        let observed = state.clone();
         App::new()
             .wrap_fn(move |req, srv| cors(&origins, req, srv))
+            // Outermost: every request is counted, refused ones too. Routes are the
+            // patterns (`/v1/documents/{doc_id}`), and any unknown path is `unmatched`, so
+            // a scan of random paths cannot grow the series without bound.
+            .wrap_fn(move |req, srv| {
+                use actix_web::dev::Service as _;
+                let started = std::time::Instant::now();
+                let method = req.method().to_string();
+                let observed = observed.clone();
+                let fut = srv.call(req);
+                async move {
+                    let res = fut.await?;
+                    let route = res
+                        .request()
+                        .match_pattern()
+                        .unwrap_or_else(|| "unmatched".into());
+                    observed
+                        .requests
+                        .observe(&route, &method, res.status().as_u16(), started);
+                    Ok(res)
+                }
+            })
             .app_data(state.clone())
             .app_data(
                 web::JsonConfig::default()
@@ -442,6 +468,7 @@ pub async fn serve(engine: Arc<Engine>, addrs: Vec<SocketAddr>, keys: Keys) -> R
             .route("/v1/answers/{id}", web::get().to(answers::get))
             .route("/v1/answers/{id}", web::delete().to(answers::delete))
             .route("/v1/report", web::get().to(answers::report))
+            .route("/metrics", web::get().to(metrics::metrics))
             .default_service(web::to(not_found))
     })
     .workers(2)
