@@ -52,6 +52,13 @@ const LEXICAL_UNSUPPORTED: f64 = 0.3;
 
 /// The KV-cache sequence answers are decoded in.
 const SEQ_ANSWER: usize = 0;
+/// Longest rewritten question, in tokens.
+const REWRITE_TOKENS: u32 = 64;
+/// Conversation given to a rewrite: at most this many characters of earlier turns, each
+/// cut to [`REWRITE_TURN_CHARS`].
+const REWRITE_HISTORY_CHARS: usize = 3000;
+const REWRITE_TURN_CHARS: usize = 1000;
+
 /// The KV-cache sequence verification questions are read in.
 const SEQ_CHECK: usize = 1;
 
@@ -213,6 +220,26 @@ impl Generator {
             }
         }
         Err(Error::WorkerGone)
+    }
+}
+
+impl Generator {
+    /// `last`, a follow-up in a conversation (`history`: earlier `(role, text)` turns,
+    /// oldest first), rewritten by the model as a standalone question, so that search finds
+    /// what it is about ("and on Windows?" after a question on installing). `None` for a
+    /// model without a chat template, or when the model wrote nothing usable.
+    pub fn rewrite_question(
+        &self,
+        history: &[(String, String)],
+        last: &str,
+    ) -> Result<Option<String>> {
+        let (done, received) = mpsc::channel();
+        let (history, last) = (history.to_vec(), last.to_owned());
+        let job: Job = Box::new(move |w: &mut Worker<'_>| {
+            let _ = done.send(w.rewrite(&history, &last));
+        });
+        self.jobs.send(job).map_err(|_| Error::WorkerGone)?;
+        received.recv().map_err(|_| Error::WorkerGone)?
     }
 }
 
@@ -856,6 +883,50 @@ impl<'m> Worker<'m> {
         }
         self.cached[seq].extend_from_slice(tokens);
         Ok(self.batch.n_tokens() - 1)
+    }
+
+    /// See [`Generator::rewrite_question`]. Greedy, one line, at most [`REWRITE_TOKENS`].
+    fn rewrite(&mut self, history: &[(String, String)], last: &str) -> Result<Option<String>> {
+        if self.chat.is_none() {
+            return Ok(None);
+        }
+        self.cancel = None;
+        self.sampler = None;
+        // The latest turns matter most; a long history is cut from its start.
+        let mut turns: Vec<(String, String)> = Vec::new();
+        let mut chars = 0;
+        for (role, text) in history.iter().rev() {
+            let text: String = text.chars().take(REWRITE_TURN_CHARS).collect();
+            chars += text.len();
+            if chars > REWRITE_HISTORY_CHARS {
+                break;
+            }
+            turns.push((role.clone(), text));
+        }
+        turns.reverse();
+        let user = prompt::rewrite_turn(&turns, last);
+        let Some(text) = self.chat_prompt(&[("system", prompt::SYSTEM_REWRITE), ("user", &user)])
+        else {
+            return Ok(None);
+        };
+        let tokens = self.tokenize(&text);
+        self.make_room(tokens.len(), REWRITE_TOKENS);
+        let constraint = Constraint::new(self.model, r#"root ::= [^\n]+"#)?;
+        let mut timings = Timings::default();
+        let out = self.generate(
+            &tokens,
+            Some(constraint),
+            REWRITE_TOKENS as usize,
+            &mut timings,
+            &mut |_| {},
+        )?;
+        let q = out.text.trim().trim_matches('"').trim();
+        tracing::debug!(
+            rewritten = q,
+            secs = timings.prefill_seconds + timings.decode_seconds,
+            "follow-up rewritten"
+        );
+        Ok((!q.is_empty()).then(|| q.to_owned()))
     }
 
     /// Reads the prompt into the answer sequence, then [`Self::decode`]s.

@@ -28,6 +28,24 @@ const SHORT_EXAMPLES: &str = include_str!("../prompts/short-examples.json");
 /// read off directly.
 pub(crate) const SHORT_PREFIX: &str = "{\"answer\":";
 const SHORT_INSTRUCTION: &str = "Reply with JSON: {\"answer\": the shortest phrase copied word for word from a passage that answers the question, \"citations\": the numbers of the passages it comes from}. If no passage states the answer to this exact question, the answer is null.";
+/// System message for rewriting a follow-up as a standalone question.
+pub(crate) const SYSTEM_REWRITE: &str = include_str!("../prompts/system-rewrite.txt");
+
+/// The user's turn of a rewrite: the conversation so far, then the message to rewrite.
+pub(crate) fn rewrite_turn(history: &[(String, String)], last: &str) -> String {
+    let mut s = String::from("Conversation:\n");
+    for (role, text) in history {
+        let who = if role == "assistant" {
+            "Assistant"
+        } else {
+            "User"
+        };
+        s.push_str(&format!("{who}: {}\n", text.trim()));
+    }
+    s.push_str(&format!("\nLast message: {}", last.trim()));
+    s
+}
+
 /// System message for an answer as JSON matching the caller's schema.
 pub(crate) const SYSTEM_SCHEMA: &str = include_str!("../prompts/system-schema.txt");
 

@@ -343,3 +343,57 @@ fn temperature_and_seed_are_honoured() {
         );
     }
 }
+
+#[test]
+fn a_follow_up_is_retrieved_on_the_rewritten_question() {
+    let data = tempfile::tempdir().unwrap();
+    let docs = tempfile::tempdir().unwrap();
+    for (name, text) in [
+        (
+            "linux.md",
+            "# Installing on Linux\n\nOn Linux, install the reader with `apt install reader` and start it with `reader --daemon`.\n",
+        ),
+        (
+            "windows.md",
+            "# Installing on Windows\n\nOn Windows, install the reader from the Microsoft Store and start it from the Start menu.\n",
+        ),
+        (
+            "windows-themes.md",
+            "# Windows and themes\n\nThe reader's dark theme follows the Windows colour setting.\n",
+        ),
+    ] {
+        std::fs::write(docs.path().join(name), text).unwrap();
+    }
+    run_ok(sovrag(data.path()).arg("index").arg(docs.path()));
+    let server = Server::start(data.path(), &[]);
+    let (status, r) = server.post(
+        "/v1/chat/completions",
+        &json!({"messages": [
+            {"role": "system", "content": "You are helpful."},
+            {"role": "user", "content": "How do I install the reader on Linux?"},
+            {"role": "assistant", "content": "Run `apt install reader` [1]."},
+            {"role": "user", "content": "And on Windows?"},
+        ], "k": 1}),
+    );
+    assert_eq!(status, 200, "{r}");
+    // Retrieval ran on a standalone question about installing on Windows, so the one
+    // passage is the Windows install page, not the one that only shares "Windows".
+    let q = r["sovrag"]["question"].as_str().unwrap().to_lowercase();
+    assert!(q.contains("install") && q.contains("windows"), "{q}");
+    assert!(!q.contains("linux"), "{q}");
+    assert!(
+        r["sources"][0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("windows.md"),
+        "{r}"
+    );
+    let content = r["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(content.contains("Microsoft Store"), "{r}");
+    // A first question is retrieved on as it is.
+    let (_, r) = server.post(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "And on Windows?"}], "k": 1}),
+    );
+    assert_eq!(r["sovrag"]["question"], "And on Windows?");
+}

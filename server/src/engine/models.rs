@@ -133,6 +133,35 @@ impl Engine {
 }
 
 impl Engine {
+    /// `question` as retrieval needs it: unchanged when it opens a conversation; a
+    /// follow-up (`history` holds earlier turns) rewritten by generator `model` as a
+    /// standalone question. A model that cannot rewrite (no chat template) gets the previous
+    /// user turn and the question together, which keeps the topic for search.
+    pub async fn standalone_question(
+        &self,
+        model: &str,
+        history: &[(String, String)],
+        question: &str,
+    ) -> Result<String> {
+        if history.is_empty() {
+            return Ok(question.to_owned());
+        }
+        let generator = self.generator_for(Some(model)).await?;
+        let (h, q) = (history.to_vec(), question.to_owned());
+        let rewritten =
+            tokio::task::spawn_blocking(move || generator.rewrite_question(&h, &q)).await??;
+        Ok(rewritten.unwrap_or_else(|| {
+            let previous = history
+                .iter()
+                .rev()
+                .find(|(role, _)| role == "user")
+                .map_or("", |(_, t)| t.as_str());
+            format!("{previous} {question}").trim().to_owned()
+        }))
+    }
+}
+
+impl Engine {
     /// Embeds `texts` with the shipped embedding model as passages are embedded; returns the
     /// vectors and the model tokens read.
     pub async fn embed(&self, texts: Vec<String>) -> Result<(Vec<Vec<f32>>, usize)> {

@@ -273,6 +273,7 @@ async fn ask(
     let engine = state.engine.clone();
     let job = openai::Job {
         question: body.question,
+        history: Vec::new(),
         k,
         model: engine.default_model(),
         opts: AskOptions {
@@ -284,7 +285,7 @@ async fn ask(
     if body.stream {
         return openai::stream(&state, job, true);
     }
-    let (_, answer) = openai::answer_whole(&state, job).await?;
+    let (_, _, answer) = openai::answer_whole(&state, job).await?;
     Ok(HttpResponse::Ok().json(answer))
 }
 

@@ -93,7 +93,9 @@ fn text_of(content: &Value) -> String {
 /// The question a conversation asks: its last user message; a follow-up ("and on
 /// Windows?") is asked together with the user message before it, so that search and the
 /// generator see what it follows up on.
-fn question_of(messages: &[Message]) -> Result<String, ApiError> {
+/// The question (the last message, a user's) and the turns before it that have text, as
+/// `(role, text)`: context a follow-up is rewritten with.
+fn question_of(messages: &[Message]) -> Result<(String, Vec<(String, String)>), ApiError> {
     if messages.is_empty() || messages.len() > MAX_MESSAGES {
         return Err(ApiError::BadRequest(format!(
             "`messages` must hold 1 to {MAX_MESSAGES} messages"
@@ -105,20 +107,21 @@ fn question_of(messages: &[Message]) -> Result<String, ApiError> {
             "`messages` hold {total} characters; the limit is {MAX_MESSAGE_CHARS}"
         )));
     }
-    let users: Vec<String> = messages
-        .iter()
-        .filter(|m| m.role == "user")
-        .map(|m| text_of(&m.content).trim().to_owned())
-        .filter(|t| !t.is_empty())
-        .collect();
-    let last = messages.last().map(|m| m.role.as_str());
-    match (users.as_slice(), last) {
-        ([.., prev, q], Some("user")) => Ok(format!("{prev} {q}")),
-        ([q], Some("user")) => Ok(q.clone()),
-        _ => Err(ApiError::BadRequest(
+    let (last, earlier) = messages.split_last().expect("not empty");
+    let question = text_of(&last.content).trim().to_owned();
+    if last.role != "user" || question.is_empty() {
+        return Err(ApiError::BadRequest(
             "the last message must be a user message with text: it is the question".into(),
-        )),
+        ));
     }
+    // System messages are the client's instructions to a model, not conversation.
+    let history = earlier
+        .iter()
+        .filter(|m| m.role == "user" || m.role == "assistant")
+        .map(|m| (m.role.clone(), text_of(&m.content).trim().to_owned()))
+        .filter(|(_, t)| !t.is_empty())
+        .collect();
+    Ok((question, history))
 }
 
 /// The answer kind `response_format` asks for.
@@ -156,6 +159,8 @@ fn model_of(engine: &Engine, model: Option<&str>) -> Result<String, ApiError> {
 /// One sovrag answer, asked the way a chat completion or a streamed `/v1/ask` asks it.
 pub(super) struct Job {
     pub question: String,
+    /// Earlier turns of a chat: a follow-up is rewritten with them before retrieval.
+    pub history: Vec<(String, String)>,
     pub k: usize,
     pub model: String,
     pub opts: AskOptions,
@@ -228,9 +233,10 @@ fn usage(a: &Answer) -> Value {
 
 /// What sovrag adds to the last message or chunk: whether it abstained, the citations as
 /// the native API gives them, and what verification did.
-fn extension(a: &Answer) -> Value {
+fn extension(a: &Answer, question: &str) -> Value {
     json!({
         "answer_id": a.id,
+        "question": question,
         "abstained": a.abstained,
         "citations": a.citations,
         "verification": a.verification,
@@ -295,7 +301,7 @@ pub(super) async fn chat(
     authorize(&req, &state)?;
     let body = body.into_inner();
     let engine = state.engine.clone();
-    let question = question_of(&body.messages)?;
+    let (question, history) = question_of(&body.messages)?;
     let kind = kind_of(body.response_format.as_ref())?;
     let model = model_of(&engine, body.model.as_deref())?;
     let k = check_k(body.k, CHAT_K)?;
@@ -308,6 +314,7 @@ pub(super) async fn chat(
     let sampling = sampling_of(body.temperature, body.top_p, body.seed)?;
     let job = Job {
         question,
+        history,
         k,
         model,
         opts: AskOptions {
@@ -323,7 +330,7 @@ pub(super) async fn chat(
         return stream(&state, job, include_usage);
     }
     let model = job.model.clone();
-    let (hits, answer) = answer_whole(&state, job).await?;
+    let (question, hits, answer) = answer_whole(&state, job).await?;
     Ok(HttpResponse::Ok().json(json!({
         "id": completion_id(),
         "object": "chat.completion",
@@ -342,7 +349,7 @@ pub(super) async fn chat(
         }],
         "usage": usage(&answer),
         "sources": sources(&hits),
-        "sovrag": extension(&answer),
+        "sovrag": extension(&answer, &question),
     })))
 }
 
@@ -351,7 +358,7 @@ pub(super) async fn chat(
 pub(super) async fn answer_whole(
     state: &State,
     mut job: Job,
-) -> Result<(Vec<Hit>, Answer), ApiError> {
+) -> Result<(String, Vec<Hit>, Answer), ApiError> {
     let slot = state.answer_slot()?;
     let _stop = CancelOnDrop(job.opts.cancel.insert(Arc::default()).clone());
     let engine = state.engine.clone();
@@ -373,24 +380,22 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// Retrieves, then answers: the passages given to the generator, and its answer.
+/// Retrieves, then answers: the question retrieved on (a follow-up rewritten), the
+/// passages given to the generator, and its answer.
 async fn ask(
     engine: &Engine,
     job: Job,
     on_token: impl FnMut(&str) + Send + 'static,
-) -> anyhow::Result<(Vec<Hit>, Answer)> {
-    let hits = engine.query(&job.question, job.k).await?;
+) -> anyhow::Result<(String, Vec<Hit>, Answer)> {
+    let question = engine
+        .standalone_question(&job.model, &job.history, &job.question)
+        .await?;
+    let hits = engine.query(&question, job.k).await?;
     let passages = hits.iter().cloned().map(passage).collect();
     let answer = engine
-        .answer(
-            &job.question,
-            passages,
-            Some(&job.model),
-            job.opts,
-            on_token,
-        )
+        .answer(&question, passages, Some(&job.model), job.opts, on_token)
         .await?;
-    Ok((hits, answer))
+    Ok((question, hits, answer))
 }
 
 /// One server-sent event carrying `v` as JSON.
@@ -449,7 +454,10 @@ pub(super) fn stream(
     state.rt.spawn(async move {
         let _slot = slot.run().await;
         let result = async {
-            let hits = engine.query(&job.question, job.k).await?;
+            let question = engine
+                .standalone_question(&job.model, &job.history, &job.question)
+                .await?;
+            let hits = engine.query(&question, job.k).await?;
             let first = chunk(
                 json!({"role": "assistant", "content": ""}),
                 None,
@@ -465,23 +473,18 @@ pub(super) fn stream(
                     cancel.store(true, Ordering::Relaxed);
                 }
             };
-            engine
-                .answer(
-                    &job.question,
-                    passages,
-                    Some(&job.model),
-                    job.opts,
-                    on_piece,
-                )
-                .await
+            let answer = engine
+                .answer(&question, passages, Some(&job.model), job.opts, on_piece)
+                .await?;
+            anyhow::Ok((question, answer))
         }
         .await;
         match result {
-            Ok(answer) => {
+            Ok((question, answer)) => {
                 let last = chunk(
                     json!({"annotations": annotations(&answer)}),
                     Some(finish_reason(&answer)),
-                    Some(("sovrag", extension(&answer))),
+                    Some(("sovrag", extension(&answer, &question))),
                 );
                 let _ = tx.send(event(&last));
                 if include_usage {
