@@ -87,6 +87,10 @@ pub struct Settings {
     /// is refused with 429. [default: 2]
     #[arg(long, global = true, env = "SOVRAG_MAX_CONCURRENT_ANSWERS")]
     pub max_concurrent_answers: Option<usize>,
+    /// Generators held loaded at once; a request naming another loads it and the least
+    /// recently used is let go. Each costs its GGUF's size in memory. [default: 1]
+    #[arg(long, global = true, env = "SOVRAG_MAX_LOADED_MODELS")]
+    pub max_loaded_models: Option<usize>,
     /// Keep every answer (question, passages, answer, citations) in the data dir for
     /// feedback and `export finetune`. [default: on]
     #[arg(long, global = true, env = "SOVRAG_ANSWER_LOG", value_enum)]
@@ -144,6 +148,7 @@ pub struct FileConfig {
     max_concurrent_answers: Option<usize>,
     answer_log: Option<OnOff>,
     costs: Option<PathBuf>,
+    max_loaded_models: Option<usize>,
 }
 
 /// The resolved settings the engine and server run with.
@@ -174,6 +179,8 @@ pub struct Config {
     pub extract_timeout: u64,
     /// Answers written at once by the server (see `Settings::max_concurrent_answers`).
     pub max_concurrent_answers: usize,
+    /// Generators held loaded at once (see `Settings::max_loaded_models`).
+    pub max_loaded_models: usize,
     /// Keep answers for feedback and fine-tuning (see `Settings::answer_log`).
     pub answer_log: bool,
     /// The cost table's file, when not the built-in one.
@@ -254,6 +261,11 @@ impl Config {
                 .max_concurrent_answers
                 .or(f.max_concurrent_answers)
                 .unwrap_or(2)
+                .max(1),
+            max_loaded_models: over
+                .max_loaded_models
+                .or(f.max_loaded_models)
+                .unwrap_or(1)
                 .max(1),
             answer_log: !over.no_answer_log
                 && over.answer_log.or(f.answer_log).is_none_or(OnOff::is_on),

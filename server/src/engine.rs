@@ -43,8 +43,8 @@ pub struct Engine {
     /// Reads PDFs and office documents in worker processes (`sovrag __extract-worker`).
     extractor: Arc<Extractor>,
     store: Store,
-    /// The generator held loaded, and its GGUF (see `models`).
-    generator: tokio::sync::Mutex<Option<(PathBuf, Arc<Generator>)>>,
+    /// The generators held loaded with their GGUFs, most recently used last (see `models`).
+    generator: tokio::sync::Mutex<Vec<(PathBuf, Arc<Generator>)>>,
     /// Last problem seen per path (skipped or failed files), for `status`; kept in
     /// [`PROBLEMS_FILE`] so a `status` after an `index` run still lists them.
     problems: Mutex<BTreeMap<String, String>>,
@@ -196,7 +196,7 @@ impl Engine {
             chunker: Arc::new(chunker),
             extractor: Arc::new(extractor),
             store,
-            generator: tokio::sync::Mutex::new(None),
+            generator: tokio::sync::Mutex::new(Vec::new()),
             problems: Mutex::new(problems),
             activity: Mutex::new(Activity::default()),
             layouts: Mutex::new(HashMap::new()),

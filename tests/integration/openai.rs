@@ -206,6 +206,15 @@ fn models_swap_on_request_and_embeddings_come_in_both_encodings() {
             "{body}"
         );
     }
+    // One model held at a time (the default): the default at start, the tiny one, the
+    // default again.
+    let (_, m) = server.get("/metrics").unwrap();
+    assert!(
+        m.as_str()
+            .unwrap()
+            .contains("\nsovrag_model_loads_total 3\n"),
+        "{m}"
+    );
 
     let (status, floats) = server.post(
         "/v1/embeddings",
@@ -396,4 +405,40 @@ fn a_follow_up_is_retrieved_on_the_rewritten_question() {
         &json!({"messages": [{"role": "user", "content": "And on Windows?"}], "k": 1}),
     );
     assert_eq!(r["sovrag"]["question"], "And on Windows?");
+}
+
+#[test]
+fn two_models_held_loaded_swap_without_reloading() {
+    let data = tempfile::tempdir().unwrap();
+    let docs = tempfile::tempdir().unwrap();
+    std::fs::write(
+        docs.path().join("ferns.md"),
+        "# Watering plants\n\nWater the ferns every Tuesday.\n",
+    )
+    .unwrap();
+    run_ok(sovrag(data.path()).arg("index").arg(docs.path()));
+    let server = Server::start(data.path(), &["--max-loaded-models", "2"]);
+    let (_, models) = server.get("/v1/models").unwrap();
+    let default = models["data"][0]["id"].as_str().unwrap().to_owned();
+    let tiny = "smollm2-135m-instruct-q4_1";
+    for model in [tiny, default.as_str(), tiny, default.as_str()] {
+        let (status, body) = server.post(
+            "/v1/chat/completions",
+            &json!({"model": model, "max_tokens": 8, "verify": false,
+                    "messages": [{"role": "user", "content": "When do I water the ferns?"}]}),
+        );
+        assert_eq!(
+            (status, body["model"].as_str()),
+            (200, Some(model)),
+            "{body}"
+        );
+    }
+    // The default at start and the tiny one on first use; then both stay.
+    let (_, m) = server.get("/metrics").unwrap();
+    assert!(
+        m.as_str()
+            .unwrap()
+            .contains("\nsovrag_model_loads_total 2\n"),
+        "{m}"
+    );
 }

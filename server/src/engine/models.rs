@@ -88,10 +88,11 @@ impl Engine {
         self.generator_for(None).await
     }
 
-    /// The generator `model` names (`None`: the default). One is held loaded: asking for
-    /// another loads it in its place, and requests already running on the old one finish on
-    /// it (they hold it) before its memory is freed. A model that fails to load is an error
-    /// for this request; the one loaded before stays.
+    /// The generator `model` names (`None`: the default). Up to `--max-loaded-models` are
+    /// held loaded (default 1): asking for another loads it, and the least recently used
+    /// goes, though requests already running on it finish on it (they hold it) before its
+    /// memory is freed. A model that fails to load is an error for this request; those
+    /// loaded before stay.
     pub async fn generator_for(&self, model: Option<&str>) -> Result<Arc<Generator>> {
         let path = match model {
             None => self.default_gguf(),
@@ -105,10 +106,12 @@ impl Engine {
         };
         // Held across the load: two requests for a new model load it once.
         let mut loaded = self.generator.lock().await;
-        if let Some((p, g)) = loaded.as_ref()
-            && *p == path
-        {
-            return Ok(g.clone());
+        if let Some(at) = loaded.iter().position(|(p, _)| *p == path) {
+            // Most recently used last.
+            let hit = loaded.remove(at);
+            let g = hit.1.clone();
+            loaded.push(hit);
+            return Ok(g);
         }
         let cfg = GeneratorConfig {
             model_path: path.clone(),
@@ -127,7 +130,14 @@ impl Engine {
             Err(_) => c.model_load_failures += 1,
         });
         let g = Arc::new(g?);
-        *loaded = Some((path, g.clone()));
+        loaded.push((path, g.clone()));
+        // Past the limit the least recently used goes; its memory is freed once the
+        // requests still running on it finish. (The new one loads first, so a model that
+        // fails to load leaves the others serving.)
+        let excess = loaded
+            .len()
+            .saturating_sub(self.config.max_loaded_models.max(1));
+        loaded.drain(..excess);
         Ok(g)
     }
 }
