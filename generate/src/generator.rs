@@ -227,12 +227,13 @@ impl Generator {
     /// `last`, a follow-up in a conversation (`history`: earlier `(role, text)` turns,
     /// oldest first), rewritten by the model as a standalone question, so that search finds
     /// what it is about ("and on Windows?" after a question on installing). `None` for a
-    /// model without a chat template, or when the model wrote nothing usable.
+    /// model without a chat template, or when the model wrote nothing usable; with the
+    /// prompt and generated tokens it took.
     pub fn rewrite_question(
         &self,
         history: &[(String, String)],
         last: &str,
-    ) -> Result<Option<String>> {
+    ) -> Result<(Option<String>, usize, usize)> {
         let (done, received) = mpsc::channel();
         let (history, last) = (history.to_vec(), last.to_owned());
         let job: Job = Box::new(move |w: &mut Worker<'_>| {
@@ -886,9 +887,13 @@ impl<'m> Worker<'m> {
     }
 
     /// See [`Generator::rewrite_question`]. Greedy, one line, at most [`REWRITE_TOKENS`].
-    fn rewrite(&mut self, history: &[(String, String)], last: &str) -> Result<Option<String>> {
+    fn rewrite(
+        &mut self,
+        history: &[(String, String)],
+        last: &str,
+    ) -> Result<(Option<String>, usize, usize)> {
         if self.chat.is_none() {
-            return Ok(None);
+            return Ok((None, 0, 0));
         }
         self.cancel = None;
         self.sampler = None;
@@ -907,7 +912,7 @@ impl<'m> Worker<'m> {
         let user = prompt::rewrite_turn(&turns, last);
         let Some(text) = self.chat_prompt(&[("system", prompt::SYSTEM_REWRITE), ("user", &user)])
         else {
-            return Ok(None);
+            return Ok((None, 0, 0));
         };
         let tokens = self.tokenize(&text);
         self.make_room(tokens.len(), REWRITE_TOKENS);
@@ -926,7 +931,11 @@ impl<'m> Worker<'m> {
             secs = timings.prefill_seconds + timings.decode_seconds,
             "follow-up rewritten"
         );
-        Ok((!q.is_empty()).then(|| q.to_owned()))
+        Ok((
+            (!q.is_empty()).then(|| q.to_owned()),
+            tokens.len(),
+            out.tokens,
+        ))
     }
 
     /// Reads the prompt into the answer sequence, then [`Self::decode`]s.

@@ -399,6 +399,19 @@ fn a_follow_up_is_retrieved_on_the_rewritten_question() {
     );
     let content = r["choices"][0]["message"]["content"].as_str().unwrap();
     assert!(content.contains("Microsoft Store"), "{r}");
+    // The rewrite's tokens are counted with the answer's.
+    let (_, m) = server.get("/metrics").unwrap();
+    let prompted: u64 = m
+        .as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("sovrag_prompt_tokens_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        prompted > r["usage"]["prompt_tokens"].as_u64().unwrap() + 50,
+        "{prompted} {r}"
+    );
     // A first question is retrieved on as it is.
     let (_, r) = server.post(
         "/v1/chat/completions",

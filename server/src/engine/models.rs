@@ -158,8 +158,16 @@ impl Engine {
         }
         let generator = self.generator_for(Some(model)).await?;
         let (h, q) = (history.to_vec(), question.to_owned());
-        let rewritten =
+        let (rewritten, prompt_tokens, generated_tokens) =
             tokio::task::spawn_blocking(move || generator.rewrite_question(&h, &q)).await??;
+        // The rewrite is work the generator did: its tokens count, not as an answer.
+        crate::usage::record(|c| {
+            c.prompt_tokens += prompt_tokens as u64;
+            c.generated_tokens += generated_tokens as u64;
+            let m = c.generators.entry(model.to_owned()).or_default();
+            m.prompt_tokens += prompt_tokens as u64;
+            m.generated_tokens += generated_tokens as u64;
+        });
         Ok(rewritten.unwrap_or_else(|| {
             let previous = history
                 .iter()
