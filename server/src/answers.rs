@@ -13,6 +13,8 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sovrag_generate::{Answer, Passage};
 
+use crate::files::write_json;
+
 /// The log's folder in the data dir.
 pub const DIR: &str = "answers";
 
@@ -114,7 +116,7 @@ impl AnswerLog {
         };
         let day = self.dir.join(crate::usage::today());
         std::fs::create_dir_all(&day).with_context(|| format!("creating {}", day.display()))?;
-        write(&day.join(format!("{}.json", entry.answer_id)), &entry)?;
+        write_json(&day.join(format!("{}.json", entry.answer_id)), &entry)?;
         Ok(entry.answer_id)
     }
 
@@ -169,7 +171,7 @@ impl AnswerLog {
             correction: correction.filter(|c| !c.trim().is_empty()),
             at: crate::usage::now_secs(),
         });
-        write(&path, &entry)?;
+        write_json(&path, &entry)?;
         Ok(Some(entry))
     }
 
@@ -226,15 +228,6 @@ impl AnswerLog {
 fn read(path: &Path) -> Result<Entry> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
-}
-
-/// Writes whole, then renames over: a reader sees the old entry or the new one.
-fn write(path: &Path, entry: &Entry) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(entry)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
 }
 
 /// Which kept answers `export finetune` writes.

@@ -576,17 +576,12 @@ impl Engine {
         Ok(answer)
     }
 
-    /// Writes the problems whole, then renames: a reader never sees half a file. Losing
-    /// them costs only the `status` listing, so a failure is logged, not returned.
+    /// Keeps the problems for `status`. Losing them costs only that listing, so a failure
+    /// is logged, not returned.
     fn save_problems(&self, problems: &BTreeMap<String, String>) {
         let file = self.config.data_dir.join(PROBLEMS_FILE);
-        let tmp = file.with_extension("json.tmp");
-        let written = serde_json::to_vec(problems)
-            .map_err(std::io::Error::other)
-            .and_then(|json| std::fs::write(&tmp, json))
-            .and_then(|()| std::fs::rename(&tmp, &file));
-        if let Err(e) = written {
-            tracing::debug!("{}: {e}", file.display());
+        if let Err(e) = crate::files::write_json(&file, problems) {
+            tracing::debug!("{e:#}");
         }
     }
 

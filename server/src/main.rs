@@ -9,6 +9,7 @@ mod doctor;
 mod egress;
 mod engine;
 mod eval;
+mod files;
 mod http;
 mod report;
 mod usage;

@@ -137,11 +137,7 @@ pub fn save_eval(data_dir: &Path, r: &EvalResult) -> Result<()> {
     let mut all = load_evals(data_dir);
     all.insert(r.bench.clone(), r.clone());
     std::fs::create_dir_all(data_dir)?;
-    let file = data_dir.join(EVALS_FILE);
-    let tmp = file.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&all)?)?;
-    std::fs::rename(&tmp, &file)?;
-    Ok(())
+    crate::files::write_json(&data_dir.join(EVALS_FILE), &all)
 }
 
 fn load_evals(data_dir: &Path) -> BTreeMap<String, EvalResult> {

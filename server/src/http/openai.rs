@@ -286,12 +286,6 @@ fn completion_id() -> String {
     format!("chatcmpl-{nanos:x}")
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// `POST /v1/chat/completions`.
 pub(super) async fn chat(
     req: HttpRequest,
@@ -334,7 +328,7 @@ pub(super) async fn chat(
     Ok(HttpResponse::Ok().json(json!({
         "id": completion_id(),
         "object": "chat.completion",
-        "created": now_secs(),
+        "created": crate::usage::now_secs(),
         "model": model,
         "choices": [{
             "index": 0,
@@ -419,7 +413,7 @@ pub(super) fn stream(
     job.opts.cancel = Some(cancel.clone());
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<web::Bytes>();
     let engine = state.engine.clone();
-    let (id, created, model) = (completion_id(), now_secs(), job.model.clone());
+    let (id, created, model) = (completion_id(), crate::usage::now_secs(), job.model.clone());
     let chunk = move |delta: Value, finish: Option<&str>, extra: Option<(&str, Value)>| {
         let mut v = json!({
             "id": id,
