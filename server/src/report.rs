@@ -330,6 +330,8 @@ pub fn build(data_dir: &Path, costs_file: Option<&PathBuf>, days: u32) -> Result
             "table": costs_from,
             "chat": chat,
             "embedding": emb,
+            // sovrag has one embedding model; the generators are named in `totals`.
+            "local_embedding_model": "all-MiniLM-L6-v2 (int8 ONNX)",
             "note": "token counts are sovrag's own models' tokens",
         },
         "cost_avoided_usd": {

@@ -56,9 +56,6 @@ pub struct Counts {
     /// that failed.
     pub model_loads: u64,
     pub model_load_failures: u64,
-    /// The embedding model used, by name.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub embedding_models: BTreeMap<String, u64>,
     /// Per generator (GGUF file name without `.gguf`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub generators: BTreeMap<String, ModelCounts>,
@@ -77,9 +74,6 @@ impl Counts {
         self.egress_violations += o.egress_violations;
         self.model_loads += o.model_loads;
         self.model_load_failures += o.model_load_failures;
-        for (k, v) in &o.embedding_models {
-            *self.embedding_models.entry(k.clone()).or_default() += v;
-        }
         for (k, v) in &o.generators {
             let m = self.generators.entry(k.clone()).or_default();
             m.answers += v.answers;
@@ -112,9 +106,6 @@ pub struct Record {
     #[serde(flatten)]
     pub counts: Counts,
 }
-
-/// The name the embedding model is recorded under.
-pub const EMBEDDING_MODEL: &str = "all-MiniLM-L6-v2 (int8 ONNX)";
 
 struct Ledger {
     path: PathBuf,
@@ -214,12 +205,6 @@ fn flush_with(always: bool) {
             let (t, n) = (e.tokens_embedded(), e.inputs_embedded());
             pending.embedded_tokens += t - *tokens;
             pending.embedded_texts += n - *texts;
-            if t > *tokens {
-                *pending
-                    .embedding_models
-                    .entry(EMBEDDING_MODEL.to_owned())
-                    .or_default() += t - *tokens;
-            }
             (*tokens, *texts) = (t, n);
         }
         std::mem::take(&mut *pending)
