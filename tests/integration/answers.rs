@@ -8,23 +8,6 @@ use serde_json::{Value, json};
 
 use crate::util::*;
 
-fn tiny() -> String {
-    models_dir()
-        .join("smollm2-135m-instruct-q4_1.gguf")
-        .display()
-        .to_string()
-}
-
-fn owl_docs() -> tempfile::TempDir {
-    let docs = tempfile::tempdir().unwrap();
-    std::fs::write(
-        docs.path().join("owls.md"),
-        "# Owls\n\nThe barn owl hunts at dusk over open fields.\n",
-    )
-    .unwrap();
-    docs
-}
-
 /// Every file kept under `data/answers`.
 fn kept(data: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -44,7 +27,7 @@ fn answers_are_kept_rated_exported_and_removed() {
     let data = tempfile::tempdir().unwrap();
     let docs = owl_docs();
     run_ok(sovrag(data.path()).arg("index").arg(docs.path()));
-    let server = Server::start(data.path(), &["--gguf", &tiny()]);
+    let server = Server::start(data.path(), &["--gguf", &tiny_gguf()]);
 
     let (status, a) = server.post(
         "/v1/ask",
@@ -179,7 +162,7 @@ fn with_the_log_off_nothing_is_kept() {
     let out = run_ok(sovrag(data.path()).args([
         "--no-answer-log",
         "--gguf",
-        &tiny(),
+        &tiny_gguf(),
         "ask",
         "--json",
         "When does the barn owl hunt?",
@@ -187,7 +170,10 @@ fn with_the_log_off_nothing_is_kept() {
     let a = json_of(&out);
     assert!(a["answer"].is_string());
     assert_eq!(a.get("answer_id"), None, "{a}");
-    let server = Server::start(data.path(), &["--gguf", &tiny(), "--answer-log", "off"]);
+    let server = Server::start(
+        data.path(),
+        &["--gguf", &tiny_gguf(), "--answer-log", "off"],
+    );
     let (status, a) = server.post(
         "/v1/ask",
         &json!({"question": "When does the barn owl hunt?", "k": 1}),

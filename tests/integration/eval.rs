@@ -134,7 +134,7 @@ fn eval_qa_agrees_with_the_official_scorer() {
     let qa = repo().join("tests/fixtures/qa-mini");
     let preds = data.path().join("preds.json");
     // The smallest model: this checks the scoring and the plumbing, not the answers.
-    let tiny = models_dir().join("smollm2-135m-instruct-q4_1.gguf");
+    let tiny = tiny_gguf();
     let out = run_ok(
         sovrag(data.path())
             .args(["eval", "--json", "--qa"])

@@ -10,12 +10,7 @@ use crate::util::*;
 #[test]
 fn the_ledger_counts_work_survives_kill_9_and_is_reported() {
     let data = tempfile::tempdir().unwrap();
-    let docs = tempfile::tempdir().unwrap();
-    std::fs::write(
-        docs.path().join("owls.md"),
-        "# Owls\n\nThe barn owl hunts at dusk over open fields.\n",
-    )
-    .unwrap();
+    let docs = owl_docs();
     run_ok(sovrag(data.path()).arg("index").arg(docs.path()));
     run_ok(sovrag(data.path()).args(["query", "barn owl"]));
     let r = json_of(&run_ok(sovrag(data.path()).args(["report", "--json"])));
@@ -26,8 +21,7 @@ fn the_ledger_counts_work_survives_kill_9_and_is_reported() {
     assert!(t["cpu_seconds"].as_f64().unwrap() > 0.0, "{r}");
 
     // An answer from a server killed with -9 a few seconds later is still counted.
-    let tiny = models_dir().join("smollm2-135m-instruct-q4_1.gguf");
-    let mut server = Server::start(data.path(), &["--gguf", tiny.to_str().unwrap()]);
+    let mut server = Server::start(data.path(), &["--gguf", &tiny_gguf()]);
     let (status, a) = server.post(
         "/v1/ask",
         &json!({"question": "When does the barn owl hunt?", "k": 1}),

@@ -304,8 +304,7 @@ fn temperature_and_seed_are_honoured() {
     )
     .unwrap();
     run_ok(sovrag(data.path()).arg("index").arg(docs.path()));
-    let tiny = models_dir().join("smollm2-135m-instruct-q4_1.gguf");
-    let server = Server::start(data.path(), &["--gguf", tiny.to_str().unwrap()]);
+    let server = Server::start(data.path(), &["--gguf", &tiny_gguf()]);
     let ask = |extra: Value| {
         let mut body = json!({
             "messages": [{"role": "user", "content": "Tell me about the barn owl."}],

@@ -61,22 +61,11 @@ for _ in range(300):
 print(json.dumps({"ask": ask, "watch_found": found}))
 "##;
 
-/// A folder with one page about owls.
-fn owls() -> tempfile::TempDir {
-    let docs = tempfile::tempdir().unwrap();
-    std::fs::write(
-        docs.path().join("owls.md"),
-        "# Owls\n\nThe barn owl hunts at dusk over open fields.\n",
-    )
-    .unwrap();
-    docs
-}
-
 #[test]
 fn the_whole_pipeline_runs_with_no_network() {
     let unshare = unshare_args();
     let data = tempfile::tempdir().unwrap();
-    let docs = owls();
+    let docs = owl_docs();
     std::fs::write(
         docs.path().join("kettle.html"),
         "<html><body><h1>Kettle</h1><p>Descale the kettle with white vinegar.</p></body></html>",
@@ -182,7 +171,7 @@ fn is_loopback(addr: &str) -> bool {
 #[test]
 fn a_server_holds_no_socket_but_its_listener_and_its_clients() {
     let data = tempfile::tempdir().unwrap();
-    let docs = owls();
+    let docs = owl_docs();
     let server = Server::start(data.path(), &["--watch", docs.path().to_str().unwrap()]);
     let pid = server.pid();
     let mut seen = Vec::new();

@@ -305,3 +305,23 @@ pub fn models_dir() -> PathBuf {
         PathBuf::from,
     )
 }
+
+/// The tiny generator (SmolLM2-135M-Instruct) in the model cache, for tests of plumbing
+/// rather than of answers.
+pub fn tiny_gguf() -> String {
+    models_dir()
+        .join("smollm2-135m-instruct-q4_1.gguf")
+        .display()
+        .to_string()
+}
+
+/// A folder with one page about owls.
+pub fn owl_docs() -> tempfile::TempDir {
+    let docs = tempfile::tempdir().unwrap();
+    std::fs::write(
+        docs.path().join("owls.md"),
+        "# Owls\n\nThe barn owl hunts at dusk over open fields.\n",
+    )
+    .unwrap();
+    docs
+}
