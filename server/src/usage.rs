@@ -213,11 +213,16 @@ fn flush_with(always: bool) {
     {
         let mut at = l.cpu_at_flush.lock().unwrap_or_else(|e| e.into_inner());
         counts.cpu_seconds = ((cpu - *at).max(0.0) * 100.0).round() / 100.0;
-        if !counts.has_work() && counts.cpu_seconds < IDLE_CPU_SECONDS && !always {
-            // Nothing worth a line yet; the CPU time stays counted from `at`.
-            return;
-        }
-        if !counts.has_work() && counts.cpu_seconds == 0.0 {
+        let idle = !counts.has_work()
+            && (counts.cpu_seconds == 0.0 || (counts.cpu_seconds < IDLE_CPU_SECONDS && !always));
+        if idle {
+            // Nothing worth a line yet. Whatever was taken goes back (a counter `has_work`
+            // does not weigh must not be lost); the CPU time stays counted from `at`.
+            counts.cpu_seconds = 0.0;
+            l.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .add(&counts);
             return;
         }
         *at = cpu;
