@@ -172,6 +172,7 @@ fn eval_qa_agrees_with_the_official_scorer() {
     std::fs::create_dir_all(&stub).unwrap();
     let has_numpy = std::process::Command::new("python3")
         .args(["-c", "import numpy"])
+        .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     if !has_numpy {

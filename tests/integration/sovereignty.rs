@@ -99,6 +99,7 @@ kill $pid
         .args(&unshare)
         .args(["sh", "-c", &script])
         .env("CLIENT", CLIENT)
+        .env(THREADS.0, THREADS.1)
         .env("XDG_CONFIG_HOME", d.join("no-config"))
         .env_remove("SOVRAG_CONFIG")
         .output()

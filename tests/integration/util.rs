@@ -41,9 +41,18 @@ pub fn sovrag(data_dir: &Path) -> Command {
     c.arg("--data-dir").arg(data_dir);
     // A user's own ~/.config/sovrag/config.toml must not change what the tests see.
     c.env("XDG_CONFIG_HOME", data_dir.join("no-config"))
-        .env_remove("SOVRAG_CONFIG");
+        .env_remove("SOVRAG_CONFIG")
+        .env(THREADS.0, THREADS.1);
     c
 }
+
+/// One compute thread per sovrag process. cargo runs as many tests at once as there are
+/// cores, and each starts its own sovrag: with every process taking every core, llama.cpp's
+/// threads spin at their barriers against each other's, and decoding slows twentyfold or
+/// more (a 135M model's 200 tokens: 2.5 s alone, 54 s beside two busy loops on two cores;
+/// CI once timed a request out at 300 s that way). One thread each keeps the total at the
+/// core count.
+pub const THREADS: (&str, &str) = ("SOVRAG_THREADS", "1");
 
 /// Runs to completion; panics with stderr on failure.
 pub fn run_ok(cmd: &mut Command) -> Output {

@@ -330,6 +330,7 @@ fn kill_9_cycles_converge_to_the_files_on_disk() {
         .arg(repo().join("scripts").join("crash_cycle.py"))
         .args(["--cycles", "4", "--files", "20", "--bin"])
         .arg(bin())
+        .env(THREADS.0, THREADS.1)
         .output()
         .expect("python3 runs scripts/crash_cycle.py");
     let stdout = String::from_utf8_lossy(&out.stdout);
