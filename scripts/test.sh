@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The real clients (openai, llm, schemathesis, nginx, chromium) the suite drives.
+SOVRAG_CLIENTS_VENV=$(scripts/clients_venv.sh | tail -n 1)
+export SOVRAG_CLIENTS_VENV
 cargo build --release --workspace --all-targets
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -26,7 +26,7 @@ use llama_cpp_2::{LogOptions, send_logs_to_tracing};
 use crate::gate::Gate;
 use crate::grammar::{self, ABSTENTION, Constraint};
 use crate::prompt::{self, Template, pack};
-use crate::stop::StopRules;
+use crate::stop::{StopRules, StopStrings};
 use crate::utf8::Utf8Stream;
 use crate::{
     Answer, AnswerKind, AskOptions, Error, GeneratorConfig, Passage, Result, StopReason, Timings,
@@ -320,6 +320,8 @@ struct Worker<'m> {
     cancel: Option<Arc<AtomicBool>>,
     /// Draws tokens when the request asked for sampling; greedy otherwise.
     sampler: Option<grammar::Sampler>,
+    /// The answer in progress ends at these (`AskOptions::stop`).
+    stops: Vec<String>,
 }
 
 /// What one decode produced.
@@ -384,6 +386,7 @@ impl<'m> Worker<'m> {
             choices: None,
             cancel: None,
             sampler: None,
+            stops: Vec::new(),
         })
     }
 
@@ -466,6 +469,11 @@ impl<'m> Worker<'m> {
             .sampling
             .filter(|_| opts.kind != AnswerKind::Short)
             .map(grammar::Sampler::new);
+        self.stops = if opts.kind == AnswerKind::Short {
+            Vec::new()
+        } else {
+            opts.stop.clone()
+        };
         if opts.kind == AnswerKind::Short {
             return self.answer_short(question, passages, opts, emit);
         }
@@ -919,6 +927,7 @@ impl<'m> Worker<'m> {
         }
         self.cancel = None;
         self.sampler = None;
+        self.stops.clear();
         // The latest turns matter most; a long history is cut from its start.
         let mut turns: Vec<(String, String)> = Vec::new();
         let mut chars = 0;
@@ -1000,6 +1009,7 @@ impl<'m> Worker<'m> {
         let vocab = model.vocab();
         // Base-model stop rules only where no grammar says when the answer is over.
         let mut rules = constraint.is_none().then(StopRules::default);
+        let mut stops = StopStrings::new(&self.stops);
         let mut text = String::new();
         let mut utf8 = Utf8Stream::default();
         let mut generated = 0usize;
@@ -1027,7 +1037,22 @@ impl<'m> Worker<'m> {
             generated += 1;
             piece.clear();
             vocab.token_to_piece_into(token, &mut piece, false, None);
-            let s = utf8.push(&piece);
+            let (s, stopped) = stops.push(&utf8.push(&piece));
+            if stopped {
+                // What came before the stop sequence is kept below, as after any stop.
+                utf8 = Utf8Stream::default();
+                if let Some(r) = rules.as_mut() {
+                    let step = r.push(&s);
+                    if !step.emit.is_empty() {
+                        emit(&step.emit);
+                    }
+                } else if !s.is_empty() {
+                    let s = if text.is_empty() { s.trim_start() } else { &s };
+                    emit(s);
+                    text.push_str(s);
+                }
+                break StopReason::StopSequence;
+            }
             if let Some(r) = rules.as_mut() {
                 let step = r.push(&s);
                 if !step.emit.is_empty() {
@@ -1053,6 +1078,13 @@ impl<'m> Worker<'m> {
             idx = self.append(SEQ_ANSWER, &[token], "generating")?;
         };
         let tail = utf8.finish();
+        let tail = if reason == StopReason::StopSequence {
+            tail
+        } else {
+            let (mut tail, _) = stops.push(&tail);
+            tail.push_str(&stops.finish());
+            tail
+        };
         let (text, stop_reason) = match rules.as_mut() {
             Some(r) => {
                 let step = r.push(&tail);

@@ -86,6 +86,9 @@ pub struct AskOptions {
     /// Set it to stop the answer (its client went away): decoding stops at the next token
     /// and the answer fails with [`Error::Cancelled`].
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// The answer ends where one of these first appears, without it (OpenAI's `stop`);
+    /// a prose answer keeps the sentences finished before it. Not for short answers.
+    pub stop: Vec<String>,
 }
 
 impl Default for AskOptions {
@@ -98,6 +101,7 @@ impl Default for AskOptions {
             max_tokens: None,
             sampling: None,
             cancel: None,
+            stop: Vec::new(),
         }
     }
 }
@@ -308,6 +312,8 @@ pub enum StopReason {
     ContextFull,
     /// [`AskOptions::cancel`] was set.
     Cancelled,
+    /// One of [`AskOptions::stop`] appeared; the answer ends before it.
+    StopSequence,
 }
 
 /// What can go wrong loading the model or answering.

@@ -226,9 +226,97 @@ fn passage_header_match(line: &str) -> HeaderMatch {
     HeaderMatch::Prefix
 }
 
+/// A client's stop sequences (OpenAI's `stop`): the answer ends where one first appears,
+/// without it. Text that could still grow into one is held back, so nothing of a stop
+/// sequence is ever streamed.
+#[derive(Debug, Default)]
+pub(crate) struct StopStrings {
+    stops: Vec<String>,
+    held: String,
+}
+
+impl StopStrings {
+    pub(crate) fn new(stops: &[String]) -> Self {
+        Self {
+            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            held: String::new(),
+        }
+    }
+
+    /// Takes the next piece; returns the text now safe to pass on, and whether a stop
+    /// sequence was met (everything from it on is dropped).
+    pub(crate) fn push(&mut self, piece: &str) -> (String, bool) {
+        if self.stops.is_empty() {
+            return (piece.to_owned(), false);
+        }
+        self.held.push_str(piece);
+        let first = self
+            .stops
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min();
+        if let Some(at) = first {
+            let out = self.held[..at].to_owned();
+            self.held.clear();
+            return (out, true);
+        }
+        // The longest end of the held text that begins some stop sequence stays held.
+        let keep = self
+            .stops
+            .iter()
+            .flat_map(|s| {
+                s.char_indices()
+                    .skip(1)
+                    .map(|(i, _)| &s[..i])
+                    .filter(|p| self.held.ends_with(p))
+                    .map(str::len)
+            })
+            .max()
+            .unwrap_or(0);
+        let cut = self.held.len() - keep;
+        let out = self.held[..cut].to_owned();
+        self.held.drain(..cut);
+        (out, false)
+    }
+
+    /// What is still held when the answer ends without a stop sequence.
+    pub(crate) fn finish(&mut self) -> String {
+        std::mem::take(&mut self.held)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stop_sequences_cut_the_answer_and_are_never_streamed() {
+        let mut s = StopStrings::new(&["END".into(), "\n\n".into()]);
+        let mut streamed = String::new();
+        let mut stopped = false;
+        for piece in ["Tea st", "eeps. E", "N", "D and more"] {
+            let (out, stop) = s.push(piece);
+            streamed.push_str(&out);
+            if stop {
+                stopped = true;
+                break;
+            }
+        }
+        assert!(stopped);
+        assert_eq!(streamed, "Tea steeps. ");
+        // A prefix that does not become a stop sequence is let through, once known.
+        let mut s = StopStrings::new(&["END".into()]);
+        assert_eq!(s.push("the E"), ("the ".into(), false));
+        assert_eq!(s.push("ND"), (String::new(), true));
+        let mut s = StopStrings::new(&["END".into()]);
+        assert_eq!(s.push("the E"), ("the ".into(), false));
+        assert_eq!(s.push("gg"), ("Egg".into(), false));
+        assert_eq!(s.push("E"), (String::new(), false));
+        assert_eq!(s.finish(), "E");
+        // None: everything passes at once.
+        let mut s = StopStrings::new(&[]);
+        assert_eq!(s.push("END"), ("END".into(), false));
+    }
 
     /// Feeds pieces until a stop; returns (streamed text, kept text, reason).
     fn run(pieces: &[&str]) -> (String, String, Option<StopReason>) {

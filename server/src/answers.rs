@@ -19,7 +19,9 @@ use crate::files::write_json;
 pub const DIR: &str = "answers";
 
 /// A user's verdict on an answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Rating {
     Up,

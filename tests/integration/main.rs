@@ -4,6 +4,7 @@ mod util;
 
 mod answers;
 mod cli;
+mod clients;
 mod corpus;
 mod documents;
 mod eval;

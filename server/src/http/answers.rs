@@ -7,7 +7,8 @@ use serde::Deserialize;
 use super::{ApiError, State, authorize, run};
 use crate::answers::Rating;
 
-#[derive(Deserialize)]
+/// A user's verdict on a kept answer, with the answer they wanted.
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FeedbackRequest {
     answer_id: String,

@@ -5,6 +5,7 @@ mod answers;
 mod auth;
 mod metrics;
 mod openai;
+mod openapi;
 
 pub use auth::Keys;
 
@@ -14,7 +15,9 @@ use std::sync::Arc;
 use actix_web::http::StatusCode;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, error, web};
 use anyhow::{Context, Result};
+use schemars::JsonSchema;
 use serde::Deserialize;
+use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use sovrag_generate::{AnswerKind, AskOptions};
@@ -92,10 +95,17 @@ enum ApiError {
     TooLarge,
     #[error("not found")]
     NotFound,
+    /// The path exists, not with this method; holds the methods it takes (`Allow`).
+    #[error("method not allowed: this path takes {0}")]
+    MethodNotAllowed(String),
     #[error("{}", UnknownModel(.0.clone()))]
     ModelNotFound(String),
     #[error("too many answers are running or waiting: try again in {RETRY_AFTER_SECS} s")]
     Busy,
+    /// The request is well-formed and cannot be done as asked (a JSON answer that does not
+    /// fit in its token limit).
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -103,17 +113,24 @@ enum ApiError {
 impl ApiError {
     /// An engine failure: a model the request named that does not exist is the client's.
     fn from_engine(e: anyhow::Error) -> Self {
-        match e.downcast_ref::<UnknownModel>() {
-            Some(UnknownModel(m)) => ApiError::ModelNotFound(m.clone()),
-            None => ApiError::Internal(format!("{e:#}")),
+        if let Some(UnknownModel(m)) = e.downcast_ref::<UnknownModel>() {
+            return ApiError::ModelNotFound(m.clone());
+        }
+        match e.downcast_ref::<sovrag_generate::Error>() {
+            Some(t @ sovrag_generate::Error::Truncated(_)) => {
+                ApiError::Unprocessable(t.to_string())
+            }
+            _ => ApiError::Internal(format!("{e:#}")),
         }
     }
 
     fn body(&self) -> serde_json::Value {
         let (kind, code) = match self {
-            ApiError::BadRequest(_) | ApiError::TooLarge | ApiError::NotFound => {
-                ("invalid_request_error", None)
-            }
+            ApiError::BadRequest(_)
+            | ApiError::TooLarge
+            | ApiError::NotFound
+            | ApiError::MethodNotAllowed(_)
+            | ApiError::Unprocessable(_) => ("invalid_request_error", None),
             ApiError::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
             ApiError::Unauthorized => ("authentication_error", Some("invalid_api_key")),
             ApiError::Busy => ("rate_limit_error", Some("rate_limit_exceeded")),
@@ -132,6 +149,8 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound | ApiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Busy => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -139,32 +158,77 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut r = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::Busy) {
-            r.insert_header(("Retry-After", RETRY_AFTER_SECS.to_string()));
+        match self {
+            ApiError::Busy => {
+                r.insert_header(("Retry-After", RETRY_AFTER_SECS.to_string()));
+            }
+            ApiError::MethodNotAllowed(allow) => {
+                r.insert_header(("Allow", allow.clone()));
+            }
+            _ => {}
         }
         r.json(self.body())
     }
 }
 
-#[derive(Deserialize)]
+/// A search.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct QueryRequest {
+    /// What to search for.
+    #[schemars(length(min = 1), regex(pattern = r"\S"))]
     query: String,
+    /// How many hits (default 10).
+    #[schemars(range(min = 1, max = MAX_K))]
+    #[serde(default, deserialize_with = "whole")]
     k: Option<usize>,
 }
 
-#[derive(Deserialize)]
+/// A question for a cited answer.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct AskRequest {
+    /// The question.
+    #[schemars(length(min = 1), regex(pattern = r"\S"))]
     question: String,
+    /// How many passages to give the generator (default 5).
+    #[schemars(range(min = 1, max = MAX_K))]
+    #[serde(default, deserialize_with = "whole")]
     k: Option<usize>,
     /// A JSON Schema: the answer is JSON that validates against it (in `json`).
+    #[schemars(with = "Option<serde_json::Map<String, Value>>")]
     schema: Option<serde_json::Value>,
     /// Verify the answer's sentences against their passages (default: the server's setting).
     verify: Option<bool>,
     /// Stream the answer as server-sent events, shaped as chat completion chunks.
     #[serde(default)]
     stream: bool,
+}
+
+/// An optional whole number, as JSON Schema counts them: `34.0` is the integer 34 there
+/// (and to clients that send every number as a float), though serde refuses it.
+fn whole<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::de::Error as _;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let x = n
+        .as_u64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(f))
+                .map(|f| f as u64)
+        })
+        .ok_or_else(|| {
+            D::Error::custom(format!("expected a whole number of at least 0, got {n}"))
+        })?;
+    T::try_from(x)
+        .map(Some)
+        .map_err(|_| D::Error::custom(format!("{n} is too large")))
 }
 
 fn authorize(req: &HttpRequest, state: &State) -> Result<(), ApiError> {
@@ -233,6 +297,14 @@ fn log_failure(e: &anyhow::Error) {
         }
         _ => tracing::error!("{e:#}"),
     }
+}
+
+/// `GET /openapi.json`: this API's OpenAPI 3.1 document.
+async fn openapi_json(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    static DOCUMENT: std::sync::LazyLock<Value> =
+        std::sync::LazyLock::new(|| openapi::document(&operations()));
+    Ok(HttpResponse::Ok().json(&*DOCUMENT))
 }
 
 async fn healthz() -> HttpResponse {
@@ -392,6 +464,207 @@ where
     })
 }
 
+/// The API's routes. Each line registers a handler and describes it for `/openapi.json`,
+/// so the document lists exactly what the server answers.
+macro_rules! routes {
+    ($( $method:ident $path:literal => $handler:path, $op:expr; )*) => {
+        fn register(cfg: &mut web::ServiceConfig) {
+            $( cfg.route($path, web::$method().to($handler)); )*
+            // Tried after the routes above: a known path asked with another method.
+            let mut allowed: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+            $( allowed.entry($path).or_default().push(stringify!($method).to_uppercase()); )*
+            for (path, methods) in allowed {
+                let allow = methods.join(", ");
+                cfg.route(
+                    path,
+                    web::route().to(move || {
+                        let allow = allow.clone();
+                        async move { Err::<HttpResponse, _>(ApiError::MethodNotAllowed(allow)) }
+                    }),
+                );
+            }
+        }
+
+        fn operations() -> Vec<openapi::Op> {
+            vec![$( $op.at(stringify!($method), $path) ),*]
+        }
+    };
+}
+
+routes! {
+    get "/" => page, Op::other("The web page", "text/html").public();
+    get "/healthz" => healthz, Op::json("Liveness", object(&[("status", string())])).public();
+    get "/openapi.json" => openapi_json, Op::json("This document", any_object());
+    post "/v1/query" => query,
+        Op::json("Hybrid search", object(&[("hits", array_of(hit()))])).body::<QueryRequest>();
+    post "/v1/ask" => ask,
+        Op::json("A cited answer (server-sent events with `stream`)", answer())
+            .body::<AskRequest>()
+            .streams();
+    get "/v1/status" => status, Op::json("The index and what it is doing", index_status());
+    get "/v1/documents/{doc_id}" => document,
+        Op::json("A document's indexed text, which citations' lines count", document_text());
+    post "/v1/chat/completions" => openai::chat,
+        Op::json("A cited answer as an OpenAI chat completion", chat_completion())
+            .body::<openai::ChatRequest>()
+            .streams();
+    get "/v1/models" => openai::models,
+        Op::json("The generators available", object(&[("object", string()), ("data", array_of(model()))]));
+    get "/v1/models/{id}" => openai::model, Op::json("One generator", model());
+    post "/v1/embeddings" => openai::embeddings,
+        Op::json("Embeddings from the shipped model", embeddings()).body::<openai::EmbeddingsRequest>();
+    post "/v1/feedback" => answers::feedback,
+        Op::json("Rates a kept answer", object(&[("answer_id", string()), ("feedback", any_object())]))
+            .body::<answers::FeedbackRequest>();
+    get "/v1/answers/{id}" => answers::get, Op::json("A kept answer", kept_answer());
+    delete "/v1/answers/{id}" => answers::delete, Op::no_content("Removes a kept answer");
+    get "/v1/report" => answers::report,
+        Op::json("Usage, cost avoided and the sovereignty scores", report()).query(
+            "days",
+            json!({"type": "integer", "minimum": 1, "maximum": 3660}),
+            "days counted back from today (default 30)",
+        );
+    get "/metrics" => metrics::metrics, Op::other("Prometheus metrics", "text/plain");
+}
+
+use openapi::{Op, any_object, array_of, boolean, integer, nullable, number, object, string};
+
+// The shapes of the responses, as far as clients rely on them.
+
+fn hit() -> Value {
+    object(&[
+        ("doc_id", string()),
+        ("path", string()),
+        ("start_line", integer()),
+        ("end_line", integer()),
+        ("text", string()),
+        ("score", number()),
+    ])
+}
+
+fn citation() -> Value {
+    object(&[
+        ("n", integer()),
+        ("path", string()),
+        ("doc_id", string()),
+        ("start_line", integer()),
+        ("end_line", integer()),
+        ("text", string()),
+    ])
+}
+
+fn answer() -> Value {
+    object(&[
+        ("answer", string()),
+        ("citations", array_of(citation())),
+        ("abstained", boolean()),
+        ("prompt_tokens", integer()),
+        ("generated_tokens", integer()),
+        ("stop_reason", string()),
+    ])
+}
+
+fn index_status() -> Value {
+    object(&[
+        ("documents", integer()),
+        ("chunks", integer()),
+        ("data_dir", string()),
+        ("indexing", boolean()),
+        ("queue", integer()),
+        ("problem_count", integer()),
+        ("problems", any_object()),
+    ])
+}
+
+fn document_text() -> Value {
+    object(&[
+        ("path", string()),
+        ("format", string()),
+        ("title", nullable("string")),
+        (
+            "pages",
+            array_of(object(&[("page", integer()), ("start_line", integer())])),
+        ),
+        ("headings", array_of(any_object())),
+        ("lines", integer()),
+        ("text", string()),
+    ])
+}
+
+fn chat_completion() -> Value {
+    let message = object(&[
+        ("role", string()),
+        ("content", string()),
+        ("annotations", array_of(any_object())),
+    ]);
+    object(&[
+        ("id", string()),
+        ("object", string()),
+        ("created", integer()),
+        ("model", string()),
+        (
+            "choices",
+            array_of(object(&[
+                ("index", integer()),
+                ("message", message),
+                ("finish_reason", string()),
+            ])),
+        ),
+        (
+            "usage",
+            object(&[
+                ("prompt_tokens", integer()),
+                ("completion_tokens", integer()),
+                ("total_tokens", integer()),
+            ]),
+        ),
+        ("sources", array_of(any_object())),
+    ])
+}
+
+fn model() -> Value {
+    object(&[
+        ("id", string()),
+        ("object", string()),
+        ("created", integer()),
+        ("owned_by", string()),
+    ])
+}
+
+fn embeddings() -> Value {
+    let embedding = object(&[
+        ("object", string()),
+        ("index", integer()),
+        ("embedding", json!({"type": ["array", "string"]})),
+    ]);
+    object(&[
+        ("object", string()),
+        ("data", array_of(embedding)),
+        ("model", string()),
+        ("usage", any_object()),
+    ])
+}
+
+fn kept_answer() -> Value {
+    object(&[
+        ("answer_id", string()),
+        ("created", integer()),
+        ("question", string()),
+        ("model", string()),
+        ("passages", array_of(any_object())),
+        ("answer", string()),
+        ("abstained", boolean()),
+    ])
+}
+
+fn report() -> Value {
+    object(&[
+        ("window", any_object()),
+        ("totals", any_object()),
+        ("days", array_of(any_object())),
+    ])
+}
+
 /// Resolves `bind` and refuses a non-loopback address without an API key: the index is
 /// someone's private documents.
 pub fn check_bind(bind: &str, keys_required: bool) -> Result<Vec<SocketAddr>> {
@@ -455,21 +728,7 @@ pub async fn serve(engine: Arc<Engine>, addrs: Vec<SocketAddr>, keys: Keys) -> R
             .app_data(web::QueryConfig::default().error_handler(|err, _req| {
                 ApiError::BadRequest(format!("invalid query string: {err}")).into()
             }))
-            .route("/", web::get().to(page))
-            .route("/healthz", web::get().to(healthz))
-            .route("/v1/query", web::post().to(query))
-            .route("/v1/ask", web::post().to(ask))
-            .route("/v1/status", web::get().to(status))
-            .route("/v1/documents/{doc_id}", web::get().to(document))
-            .route("/v1/chat/completions", web::post().to(openai::chat))
-            .route("/v1/models", web::get().to(openai::models))
-            .route("/v1/models/{id}", web::get().to(openai::model))
-            .route("/v1/embeddings", web::post().to(openai::embeddings))
-            .route("/v1/feedback", web::post().to(answers::feedback))
-            .route("/v1/answers/{id}", web::get().to(answers::get))
-            .route("/v1/answers/{id}", web::delete().to(answers::delete))
-            .route("/v1/report", web::get().to(answers::report))
-            .route("/metrics", web::get().to(metrics::metrics))
+            .configure(register)
             .default_service(web::to(not_found))
     })
     .workers(2)

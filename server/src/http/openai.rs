@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sovrag_generate::{Answer, AnswerKind, AskOptions, StopReason};
@@ -24,54 +25,113 @@ const MAX_MESSAGES: usize = 256;
 const MAX_MESSAGE_CHARS: usize = 64 * 1024;
 /// Most inputs, and characters each, in one embeddings request.
 const MAX_EMBED_INPUTS: usize = 256;
-const MAX_EMBED_CHARS: usize = 32 * 1024;
+const MAX_EMBED_CHARS: usize = 8 * 1024;
 /// How often a stream that has nothing to send yet says it is alive.
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// The embedding model's id in responses.
 const EMBED_MODEL: &str = "all-MiniLM-L6-v2";
 
-#[derive(Deserialize)]
+/// A chat completion request: the last message is the question, earlier turns its context.
+/// Fields OpenAI defines and sovrag does not use (`user`, penalties, ...) are ignored.
+#[derive(Deserialize, JsonSchema)]
 pub(super) struct ChatRequest {
+    /// The generator (`GET /v1/models`); the server's default when absent.
     model: Option<String>,
+    #[schemars(length(min = 1, max = MAX_MESSAGES))]
     messages: Vec<Message>,
+    /// Answer as server-sent events (`chat.completion.chunk`).
     #[serde(default)]
     stream: bool,
     stream_options: Option<StreamOptions>,
+    #[schemars(range(min = 1))]
+    #[serde(default, deserialize_with = "super::whole")]
     max_tokens: Option<u32>,
+    #[schemars(range(min = 1))]
+    #[serde(default, deserialize_with = "super::whole")]
     max_completion_tokens: Option<u32>,
     response_format: Option<ResponseFormat>,
     /// Absent or 0: greedy decoding (the same question gives the same answer).
+    #[schemars(range(min = 0.0, max = 2.0))]
     temperature: Option<f32>,
+    /// Nucleus sampling, above 0 and at most 1.
+    #[schemars(range(max = 1.0), extend("exclusiveMinimum" = 0))]
     top_p: Option<f32>,
+    #[serde(default, deserialize_with = "super::whole")]
     seed: Option<u64>,
+    /// Text that ends the answer where it first appears (up to 4 strings).
+    stop: Option<Stop>,
     /// sovrag's own: passages to retrieve (default 5).
+    #[schemars(range(min = 1, max = super::MAX_K))]
+    #[serde(default, deserialize_with = "super::whole")]
     k: Option<usize>,
     /// sovrag's own: verify the answer (default: the server's setting).
     verify: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 struct Message {
+    /// `system`, `user` or `assistant` (`developer` and `tool` are taken and not used);
+    /// the last message must be the user's.
+    #[schemars(with = "Role")]
     role: String,
     /// A string, or an array of parts of which the `text` ones count.
     #[serde(default)]
     content: Value,
 }
 
-#[derive(Deserialize)]
+/// A message's `role`, for the document.
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum Role {
+    System,
+    Developer,
+    User,
+    Assistant,
+    Tool,
+}
+
+/// One stop sequence or up to four.
+#[derive(Deserialize, JsonSchema)]
+#[serde(untagged)]
+enum Stop {
+    One(String),
+    Many(#[schemars(length(max = MAX_STOPS))] Vec<String>),
+}
+
+/// Most stop sequences a request may give, as OpenAI allows.
+const MAX_STOPS: usize = 4;
+
+/// The request's stop sequences, checked.
+fn stops_of(stop: Option<Stop>) -> Result<Vec<String>, ApiError> {
+    let stops = match stop {
+        None => Vec::new(),
+        Some(Stop::One(s)) => vec![s],
+        Some(Stop::Many(v)) => v,
+    };
+    if stops.len() > MAX_STOPS || stops.iter().any(|s| s.len() > 256) {
+        return Err(ApiError::BadRequest(format!(
+            "`stop` takes up to {MAX_STOPS} strings of up to 256 bytes"
+        )));
+    }
+    Ok(stops.into_iter().filter(|s| !s.is_empty()).collect())
+}
+
+#[derive(Deserialize, JsonSchema)]
 struct StreamOptions {
     #[serde(default)]
     include_usage: bool,
 }
 
-#[derive(Deserialize)]
+/// `text`, `json_object`, or `json_schema` with a schema the answer is held to.
+#[derive(Deserialize, JsonSchema)]
 struct ResponseFormat {
     #[serde(rename = "type")]
     kind: String,
     json_schema: Option<JsonSchemaFormat>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 struct JsonSchemaFormat {
     schema: Option<Value>,
 }
@@ -232,10 +292,13 @@ fn usage(a: &Answer) -> Value {
 }
 
 /// What sovrag adds to the last message or chunk: whether it abstained, the citations as
-/// the native API gives them, and what verification did.
+/// the native API gives them, and what verification did. `answer` is the answer as kept:
+/// a stream's deltas are the draft as written, which verification or a cut can shorten,
+/// and a page shows this once the stream ends.
 fn extension(a: &Answer, question: &str) -> Value {
     json!({
         "answer_id": a.id,
+        "answer": a.answer,
         "question": question,
         "abstained": a.abstained,
         "citations": a.citations,
@@ -306,6 +369,7 @@ pub(super) async fn chat(
         ));
     }
     let sampling = sampling_of(body.temperature, body.top_p, body.seed)?;
+    let stop = stops_of(body.stop)?;
     let job = Job {
         question,
         history,
@@ -316,6 +380,7 @@ pub(super) async fn chat(
             verify: body.verify.unwrap_or(engine.config.verify),
             max_tokens,
             sampling,
+            stop,
             ..AskOptions::default()
         },
     };
@@ -533,10 +598,37 @@ fn model_json(m: &crate::engine::ModelInfo) -> Value {
     json!({"id": m.id, "object": "model", "created": m.created, "owned_by": "sovrag"})
 }
 
-#[derive(Deserialize)]
+/// What `input` takes, for the document; the handler reads it from a `Value` so that
+/// what it refuses (token arrays) is named in the error.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum EmbeddingInput {
+    One(#[schemars(length(max = MAX_EMBED_CHARS))] String),
+    Many(
+        #[schemars(length(min = 1, max = MAX_EMBED_INPUTS), inner(length(max = MAX_EMBED_CHARS)))]
+        Vec<String>,
+    ),
+}
+
+/// `encoding_format`'s values.
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum EncodingFormat {
+    Float,
+    Base64,
+}
+
+/// Text to embed with the shipped model (whatever `model` names).
+#[derive(Deserialize, JsonSchema)]
 pub(super) struct EmbeddingsRequest {
+    /// A string or an array of strings.
+    #[schemars(with = "EmbeddingInput")]
     input: Value,
+    /// `float` (default) or `base64` (little-endian f32s).
     #[serde(default)]
+    #[schemars(with = "Option<EncodingFormat>")]
     encoding_format: Option<String>,
 }
 
@@ -567,9 +659,10 @@ pub(super) async fn embeddings(
             "`input` must hold 1 to {MAX_EMBED_INPUTS} strings"
         )));
     }
-    if inputs.iter().any(|s| s.len() > MAX_EMBED_CHARS) {
+    // Characters, as JSON Schema's maxLength counts them (the model reads 256 tokens).
+    if inputs.iter().any(|s| s.chars().count() > MAX_EMBED_CHARS) {
         return Err(ApiError::BadRequest(format!(
-            "each `input` string may have at most {MAX_EMBED_CHARS} bytes"
+            "each `input` string may have at most {MAX_EMBED_CHARS} characters"
         )));
     }
     let base64 = match body.encoding_format.as_deref() {
