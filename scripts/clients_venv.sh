@@ -20,7 +20,8 @@ for p in nginx:nginx-light chromium:chromium chromedriver:chromium-driver; do
   prog=${p%%:*} pkg=${p#*:}
   if command -v dpkg-query >/dev/null 2>&1; then
     case "$pkg" in
-      nginx-light) dpkg-query -W -f='${Status}' nginx-light nginx nginx-core 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg") ;;
+      # Any nginx package will do; dpkg-query fails on names it has never heard of.
+      nginx-light) { dpkg-query -W -f='${Status}\n' nginx-light nginx nginx-core 2>/dev/null || true; } | grep -q "install ok installed" || missing+=("$pkg") ;;
       *) [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)" = "install ok installed" ] || missing+=("$pkg") ;;
     esac
   else
