@@ -560,6 +560,10 @@ impl Engine {
         let generator = self.generator_for(model).await?;
         let model = model.map_or_else(|| self.default_model(), str::to_owned);
         let q = question.to_string();
+        // Indexing pauses between batches while the answer is written: the two would share
+        // the cores, and decoding suffers most (see `Embedder::foreground`).
+        let embedder = self.embedder.get().cloned();
+        let _foreground = embedder.as_deref().map(Embedder::foreground);
         let (mut answer, passages) = tokio::task::spawn_blocking(move || {
             let a = generator.answer(&q, &passages, &opts, &mut on_token)?;
             anyhow::Ok((a, passages))
