@@ -1038,21 +1038,6 @@ impl<'m> Worker<'m> {
             piece.clear();
             vocab.token_to_piece_into(token, &mut piece, false, None);
             let (s, stopped) = stops.push(&utf8.push(&piece));
-            if stopped {
-                // What came before the stop sequence is kept below, as after any stop.
-                utf8 = Utf8Stream::default();
-                if let Some(r) = rules.as_mut() {
-                    let step = r.push(&s);
-                    if !step.emit.is_empty() {
-                        emit(&step.emit);
-                    }
-                } else if !s.is_empty() {
-                    let s = if text.is_empty() { s.trim_start() } else { &s };
-                    emit(s);
-                    text.push_str(s);
-                }
-                break StopReason::StopSequence;
-            }
             if let Some(r) = rules.as_mut() {
                 let step = r.push(&s);
                 if !step.emit.is_empty() {
@@ -1072,19 +1057,19 @@ impl<'m> Worker<'m> {
                     text.push_str(&s);
                 }
             }
+            if stopped {
+                // Nothing after the stop sequence is kept, not even part of a character.
+                utf8 = Utf8Stream::default();
+                break StopReason::StopSequence;
+            }
             if self.cached[SEQ_ANSWER].len() + self.cached[SEQ_CHECK].len() >= ctx_len {
                 break StopReason::ContextFull;
             }
             idx = self.append(SEQ_ANSWER, &[token], "generating")?;
         };
-        let tail = utf8.finish();
-        let tail = if reason == StopReason::StopSequence {
-            tail
-        } else {
-            let (mut tail, _) = stops.push(&tail);
-            tail.push_str(&stops.finish());
-            tail
-        };
+        // What the stop sequences held back, with the last bytes (none after a stop).
+        let (mut tail, _) = stops.push(&utf8.finish());
+        tail.push_str(&stops.finish());
         let (text, stop_reason) = match rules.as_mut() {
             Some(r) => {
                 let step = r.push(&tail);

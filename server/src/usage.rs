@@ -82,17 +82,13 @@ impl Counts {
         }
     }
 
-    /// Anything besides CPU time: a flush that finds none writes nothing, and every other
-    /// counter is then zero, so nothing is dropped.
+    /// Anything counted besides CPU time.
     fn has_work(&self) -> bool {
-        self.embedded_tokens
-            + self.prompt_tokens
-            + self.generated_tokens
-            + self.answers
-            + self.searches
-            + self.model_loads
-            + self.model_load_failures
-            > 0
+        let without_cpu = Counts {
+            cpu_seconds: 0.0,
+            ..self.clone()
+        };
+        without_cpu != Counts::default()
     }
 }
 
@@ -159,10 +155,18 @@ pub fn record(f: impl FnOnce(&mut Counts)) {
 pub fn answered(model: &str, prompt_tokens: usize, generated_tokens: usize) {
     record(|c| {
         c.answers += 1;
+        c.generators.entry(model.to_owned()).or_default().answers += 1;
+    });
+    generated(model, prompt_tokens, generated_tokens);
+}
+
+/// Counts the tokens generator `model` read and wrote: an answer's, or other work such as
+/// rewriting a follow-up question.
+pub fn generated(model: &str, prompt_tokens: usize, generated_tokens: usize) {
+    record(|c| {
         c.prompt_tokens += prompt_tokens as u64;
         c.generated_tokens += generated_tokens as u64;
         let m = c.generators.entry(model.to_owned()).or_default();
-        m.answers += 1;
         m.prompt_tokens += prompt_tokens as u64;
         m.generated_tokens += generated_tokens as u64;
     });
@@ -216,13 +220,7 @@ fn flush_with(always: bool) {
         let idle = !counts.has_work()
             && (counts.cpu_seconds == 0.0 || (counts.cpu_seconds < IDLE_CPU_SECONDS && !always));
         if idle {
-            // Nothing worth a line yet. Whatever was taken goes back (a counter `has_work`
-            // does not weigh must not be lost); the CPU time stays counted from `at`.
-            counts.cpu_seconds = 0.0;
-            l.pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .add(&counts);
+            // Nothing worth a line yet; the CPU time stays counted from `at`.
             return;
         }
         *at = cpu;

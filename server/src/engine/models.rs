@@ -161,13 +161,7 @@ impl Engine {
         let (rewritten, prompt_tokens, generated_tokens) =
             tokio::task::spawn_blocking(move || generator.rewrite_question(&h, &q)).await??;
         // The rewrite is work the generator did: its tokens count, not as an answer.
-        crate::usage::record(|c| {
-            c.prompt_tokens += prompt_tokens as u64;
-            c.generated_tokens += generated_tokens as u64;
-            let m = c.generators.entry(model.to_owned()).or_default();
-            m.prompt_tokens += prompt_tokens as u64;
-            m.generated_tokens += generated_tokens as u64;
-        });
+        crate::usage::generated(model, prompt_tokens, generated_tokens);
         Ok(rewritten.unwrap_or_else(|| {
             let previous = history
                 .iter()

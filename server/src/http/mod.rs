@@ -180,7 +180,7 @@ struct QueryRequest {
     query: String,
     /// How many hits (default 10).
     #[schemars(range(min = 1, max = MAX_K))]
-    #[serde(default, deserialize_with = "whole")]
+    #[serde(default, deserialize_with = "whole_number")]
     k: Option<usize>,
 }
 
@@ -193,7 +193,7 @@ struct AskRequest {
     question: String,
     /// How many passages to give the generator (default 5).
     #[schemars(range(min = 1, max = MAX_K))]
-    #[serde(default, deserialize_with = "whole")]
+    #[serde(default, deserialize_with = "whole_number")]
     k: Option<usize>,
     /// A JSON Schema: the answer is JSON that validates against it (in `json`).
     #[schemars(with = "Option<serde_json::Map<String, Value>>")]
@@ -207,7 +207,7 @@ struct AskRequest {
 
 /// An optional whole number, as JSON Schema counts them: `34.0` is the integer 34 there
 /// (and to clients that send every number as a float), though serde refuses it.
-fn whole<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+fn whole_number<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: TryFrom<u64>,
@@ -464,6 +464,11 @@ where
     })
 }
 
+use openapi::{
+    Op, answer, any_object, array_of, chat_completion, document_text, embeddings, hit,
+    index_status, kept_answer, model, object, report, string,
+};
+
 /// The API's routes. Each line registers a handler and describes it for `/openapi.json`,
 /// so the document lists exactly what the server answers.
 macro_rules! routes {
@@ -492,7 +497,7 @@ macro_rules! routes {
 }
 
 routes! {
-    get "/" => page, Op::other("The web page", "text/html").public();
+    get "/" => page, Op::content("The web page", "text/html").public();
     get "/healthz" => healthz, Op::json("Liveness", object(&[("status", string())])).public();
     get "/openapi.json" => openapi_json, Op::json("This document", any_object());
     post "/v1/query" => query,
@@ -524,145 +529,7 @@ routes! {
             json!({"type": "integer", "minimum": 1, "maximum": 3660}),
             "days counted back from today (default 30)",
         );
-    get "/metrics" => metrics::metrics, Op::other("Prometheus metrics", "text/plain");
-}
-
-use openapi::{Op, any_object, array_of, boolean, integer, nullable, number, object, string};
-
-// The shapes of the responses, as far as clients rely on them.
-
-fn hit() -> Value {
-    object(&[
-        ("doc_id", string()),
-        ("path", string()),
-        ("start_line", integer()),
-        ("end_line", integer()),
-        ("text", string()),
-        ("score", number()),
-    ])
-}
-
-fn citation() -> Value {
-    object(&[
-        ("n", integer()),
-        ("path", string()),
-        ("doc_id", string()),
-        ("start_line", integer()),
-        ("end_line", integer()),
-        ("text", string()),
-    ])
-}
-
-fn answer() -> Value {
-    object(&[
-        ("answer", string()),
-        ("citations", array_of(citation())),
-        ("abstained", boolean()),
-        ("prompt_tokens", integer()),
-        ("generated_tokens", integer()),
-        ("stop_reason", string()),
-    ])
-}
-
-fn index_status() -> Value {
-    object(&[
-        ("documents", integer()),
-        ("chunks", integer()),
-        ("data_dir", string()),
-        ("indexing", boolean()),
-        ("queue", integer()),
-        ("problem_count", integer()),
-        ("problems", any_object()),
-    ])
-}
-
-fn document_text() -> Value {
-    object(&[
-        ("path", string()),
-        ("format", string()),
-        ("title", nullable("string")),
-        (
-            "pages",
-            array_of(object(&[("page", integer()), ("start_line", integer())])),
-        ),
-        ("headings", array_of(any_object())),
-        ("lines", integer()),
-        ("text", string()),
-    ])
-}
-
-fn chat_completion() -> Value {
-    let message = object(&[
-        ("role", string()),
-        ("content", string()),
-        ("annotations", array_of(any_object())),
-    ]);
-    object(&[
-        ("id", string()),
-        ("object", string()),
-        ("created", integer()),
-        ("model", string()),
-        (
-            "choices",
-            array_of(object(&[
-                ("index", integer()),
-                ("message", message),
-                ("finish_reason", string()),
-            ])),
-        ),
-        (
-            "usage",
-            object(&[
-                ("prompt_tokens", integer()),
-                ("completion_tokens", integer()),
-                ("total_tokens", integer()),
-            ]),
-        ),
-        ("sources", array_of(any_object())),
-    ])
-}
-
-fn model() -> Value {
-    object(&[
-        ("id", string()),
-        ("object", string()),
-        ("created", integer()),
-        ("owned_by", string()),
-    ])
-}
-
-fn embeddings() -> Value {
-    let embedding = object(&[
-        ("object", string()),
-        ("index", integer()),
-        ("embedding", json!({"type": ["array", "string"]})),
-    ]);
-    object(&[
-        ("object", string()),
-        ("data", array_of(embedding)),
-        ("model", string()),
-        ("usage", any_object()),
-    ])
-}
-
-fn kept_answer() -> Value {
-    object(&[
-        ("answer_id", string()),
-        ("created", integer()),
-        ("question", string()),
-        ("model", string()),
-        ("passages", array_of(any_object())),
-        ("answer", string()),
-        ("abstained", boolean()),
-    ])
-}
-
-fn report() -> Value {
-    object(&[
-        ("window", any_object()),
-        ("totals", any_object()),
-        ("days", array_of(any_object())),
-    ])
+    get "/metrics" => metrics::metrics, Op::content("Prometheus metrics", "text/plain");
 }
 
 /// Resolves `bind` and refuses a non-loopback address without an API key: the index is

@@ -44,10 +44,10 @@ pub(super) struct ChatRequest {
     stream: bool,
     stream_options: Option<StreamOptions>,
     #[schemars(range(min = 1))]
-    #[serde(default, deserialize_with = "super::whole")]
+    #[serde(default, deserialize_with = "super::whole_number")]
     max_tokens: Option<u32>,
     #[schemars(range(min = 1))]
-    #[serde(default, deserialize_with = "super::whole")]
+    #[serde(default, deserialize_with = "super::whole_number")]
     max_completion_tokens: Option<u32>,
     response_format: Option<ResponseFormat>,
     /// Absent or 0: greedy decoding (the same question gives the same answer).
@@ -56,13 +56,13 @@ pub(super) struct ChatRequest {
     /// Nucleus sampling, above 0 and at most 1.
     #[schemars(range(max = 1.0), extend("exclusiveMinimum" = 0))]
     top_p: Option<f32>,
-    #[serde(default, deserialize_with = "super::whole")]
+    #[serde(default, deserialize_with = "super::whole_number")]
     seed: Option<u64>,
     /// Text that ends the answer where it first appears (up to 4 strings).
     stop: Option<Stop>,
     /// sovrag's own: passages to retrieve (default 5).
     #[schemars(range(min = 1, max = super::MAX_K))]
-    #[serde(default, deserialize_with = "super::whole")]
+    #[serde(default, deserialize_with = "super::whole_number")]
     k: Option<usize>,
     /// sovrag's own: verify the answer (default: the server's setting).
     verify: Option<bool>,

@@ -47,7 +47,7 @@ impl Op {
     }
 
     /// An operation answering 200 with a body of another content type.
-    pub(super) fn other(summary: &'static str, content_type: &'static str) -> Self {
+    pub(super) fn content(summary: &'static str, content_type: &'static str) -> Self {
         Self {
             ok: (200, content_type, Some(json!({"type": "string"}))),
             ..Self::json(summary, Value::Null)
@@ -107,13 +107,13 @@ pub(super) fn object(required: &[(&str, Value)]) -> Value {
 pub(super) fn string() -> Value {
     json!({"type": "string"})
 }
-pub(super) fn integer() -> Value {
+fn integer() -> Value {
     json!({"type": "integer", "minimum": 0})
 }
-pub(super) fn number() -> Value {
+fn number() -> Value {
     json!({"type": "number"})
 }
-pub(super) fn boolean() -> Value {
+fn boolean() -> Value {
     json!({"type": "boolean"})
 }
 pub(super) fn any_object() -> Value {
@@ -122,7 +122,7 @@ pub(super) fn any_object() -> Value {
 pub(super) fn array_of(items: Value) -> Value {
     json!({"type": "array", "items": items})
 }
-pub(super) fn nullable(of: &str) -> Value {
+fn nullable(of: &str) -> Value {
     json!({"type": [of, "null"]})
 }
 
@@ -225,10 +225,146 @@ pub(super) fn document(ops: &[Op]) -> Value {
             "schemas": schemas,
             "securitySchemes": {"bearer": {
                 "type": "http", "scheme": "bearer",
-                "description": "Required on every route but /healthz, / and /openapi.json \
-                                when the server has API keys; without keys any header is taken.",
+                "description": "Required on every route but /healthz and / when the server has \
+                                API keys; without keys any header is taken.",
             }},
         },
         "security": [{"bearer": []}],
     })
+}
+
+// The shapes of the responses, as far as clients rely on them.
+
+pub(super) fn hit() -> Value {
+    object(&[
+        ("doc_id", string()),
+        ("path", string()),
+        ("start_line", integer()),
+        ("end_line", integer()),
+        ("text", string()),
+        ("score", number()),
+    ])
+}
+
+pub(super) fn citation() -> Value {
+    object(&[
+        ("n", integer()),
+        ("path", string()),
+        ("doc_id", string()),
+        ("start_line", integer()),
+        ("end_line", integer()),
+        ("text", string()),
+    ])
+}
+
+pub(super) fn answer() -> Value {
+    object(&[
+        ("answer", string()),
+        ("citations", array_of(citation())),
+        ("abstained", boolean()),
+        ("prompt_tokens", integer()),
+        ("generated_tokens", integer()),
+        ("stop_reason", string()),
+    ])
+}
+
+pub(super) fn index_status() -> Value {
+    object(&[
+        ("documents", integer()),
+        ("chunks", integer()),
+        ("data_dir", string()),
+        ("indexing", boolean()),
+        ("queue", integer()),
+        ("problem_count", integer()),
+        ("problems", any_object()),
+    ])
+}
+
+pub(super) fn document_text() -> Value {
+    object(&[
+        ("path", string()),
+        ("format", string()),
+        ("title", nullable("string")),
+        (
+            "pages",
+            array_of(object(&[("page", integer()), ("start_line", integer())])),
+        ),
+        ("headings", array_of(any_object())),
+        ("lines", integer()),
+        ("text", string()),
+    ])
+}
+
+pub(super) fn chat_completion() -> Value {
+    let message = object(&[
+        ("role", string()),
+        ("content", string()),
+        ("annotations", array_of(any_object())),
+    ]);
+    object(&[
+        ("id", string()),
+        ("object", string()),
+        ("created", integer()),
+        ("model", string()),
+        (
+            "choices",
+            array_of(object(&[
+                ("index", integer()),
+                ("message", message),
+                ("finish_reason", string()),
+            ])),
+        ),
+        (
+            "usage",
+            object(&[
+                ("prompt_tokens", integer()),
+                ("completion_tokens", integer()),
+                ("total_tokens", integer()),
+            ]),
+        ),
+        ("sources", array_of(any_object())),
+    ])
+}
+
+pub(super) fn model() -> Value {
+    object(&[
+        ("id", string()),
+        ("object", string()),
+        ("created", integer()),
+        ("owned_by", string()),
+    ])
+}
+
+pub(super) fn embeddings() -> Value {
+    let embedding = object(&[
+        ("object", string()),
+        ("index", integer()),
+        ("embedding", json!({"type": ["array", "string"]})),
+    ]);
+    object(&[
+        ("object", string()),
+        ("data", array_of(embedding)),
+        ("model", string()),
+        ("usage", any_object()),
+    ])
+}
+
+pub(super) fn kept_answer() -> Value {
+    object(&[
+        ("answer_id", string()),
+        ("created", integer()),
+        ("question", string()),
+        ("model", string()),
+        ("passages", array_of(any_object())),
+        ("answer", string()),
+        ("abstained", boolean()),
+    ])
+}
+
+pub(super) fn report() -> Value {
+    object(&[
+        ("window", any_object()),
+        ("totals", any_object()),
+        ("days", array_of(any_object())),
+    ])
 }
