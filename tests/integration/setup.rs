@@ -147,3 +147,51 @@ fn setup_check_passes_on_this_machine() {
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("all found"), "{stdout}");
 }
+
+/// `scripts/clients_venv.sh --check` with `PATH` (and its exit code and output).
+fn clients_check(path: Option<&str>) -> Output {
+    let mut c = Command::new("/bin/bash");
+    c.arg(repo().join("scripts/clients_venv.sh")).arg("--check");
+    if let Some(p) = path {
+        c.env("PATH", p);
+    }
+    c.output().expect("run clients_venv.sh --check")
+}
+
+#[test]
+fn clients_check_reports_what_a_fresh_machine_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let absent = "echo \"dpkg-query: no packages found matching $3\" >&2; exit 1";
+    let path = fake_path(dir.path(), Some(absent));
+    // Debian's python3 without python3-venv: no ensurepip.
+    let python = Path::new(&path).join("python3");
+    let _ = std::fs::remove_file(&python);
+    std::fs::write(&python, "#!/bin/sh\nexit 1\n").unwrap();
+    std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = clients_check(Some(&path));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for (name, pkg) in [
+        ("nginx", "nginx-light"),
+        ("chromium", "chromium"),
+        ("chromedriver", "chromium-driver"),
+        ("venv", "python3-venv"),
+    ] {
+        let l = line(&stdout, name);
+        assert!(l.trim_start().starts_with("missing"), "{l}");
+        assert!(l.contains(&format!("apt-get install -y {pkg}")), "{l}");
+    }
+
+    // Installed packages are trusted; and this machine, after set-up, has everything.
+    let dir = tempfile::tempdir().unwrap();
+    let path = fake_path(dir.path(), Some("printf 'install ok installed'"));
+    let stdout = String::from_utf8_lossy(&clients_check(Some(&path)).stdout).into_owned();
+    for name in ["nginx", "chromium", "chromedriver"] {
+        let l = line(&stdout, name);
+        assert!(l.trim_start().starts_with("found"), "{stdout}");
+        assert!(l.contains("package "), "{l}");
+    }
+    let out = clients_check(None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+}
