@@ -17,7 +17,8 @@ Then:
      time, and the files over sovrag's 30 s extraction limit plus --slack seconds (hangs);
   3. `sovrag extract` on each unmutated source too, as the control: how many mutants of readable
      sources still read;
-  4. sovrag processes left running whose command line names a mutant (orphaned workers).
+  4. sovrag processes left running: any naming the temporary folder, and any extraction worker
+     started since the benchmark began (orphaned workers).
 Exits 1 if the index run failed or any CLI crash, hang or orphan was seen.
 
 Needs only Python 3 and the sovrag binary; the embedding models are found in ~/.cache/sovrag/models.
@@ -117,9 +118,9 @@ def run_extract(exe, path, slack):
     return {'outcome': f'failed: {reason}', 'secs': secs, 'detail': err[:300]}
 
 
-def orphans(tag):
-    """sovrag processes still running whose command line mentions `tag`."""
-    found = []
+def processes(tag):
+    """{pid: command line} of running processes whose command line mentions `tag`."""
+    found = {}
     for pid in filter(str.isdigit, os.listdir('/proc')):
         try:
             with open(f'/proc/{pid}/cmdline', 'rb') as f:
@@ -127,8 +128,16 @@ def orphans(tag):
         except OSError:
             continue
         if tag in cmd and 'bench_mutants' not in cmd:
-            found.append(f'{pid}: {cmd[:200]}')
+            found[pid] = cmd[:200]
     return found
+
+
+def orphans(root, workers_before):
+    """sovrag processes still running that name the temporary folder, and extraction workers
+    (which serve many files, so name none) started since the benchmark began."""
+    left = processes(root)
+    left.update({p: c for p, c in processes('__extract-worker').items() if p not in workers_before})
+    return [f'{pid}: {cmd}' for pid, cmd in left.items()]
 
 
 def main():
@@ -142,6 +151,7 @@ def main():
     ap.add_argument('--keep', action='store_true', help='keep the temporary folder (mutants, data dir, results.json)')
     a = ap.parse_args()
 
+    workers_before = processes("__extract-worker")
     root = tempfile.mkdtemp(prefix='sovrag-mutants-')
     docs, data = os.path.join(root, 'docs'), os.path.join(root, 'data')
     os.makedirs(docs)
@@ -160,7 +170,7 @@ def main():
                    for src in sorted({m['source'] for m in mutants.values()})}
         for m in mutants.values():
             m['source_outcome'] = control[m['source']]
-        left = orphans(root)
+        left = orphans(root, workers_before)
         with open(os.path.join(root, 'results.json'), 'w') as f:
             json.dump({'index': index, 'mutants': mutants, 'orphans': left}, f, indent=1)
         ok = report(mutants, index, left, a)

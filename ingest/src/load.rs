@@ -66,10 +66,7 @@ pub fn load_file(path: &Path, max_bytes: u64) -> Result<Document> {
     if text.trim().is_empty() {
         return Err(skipped("empty", "empty file"));
     }
-    let markdown = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "md" | "markdown" | "mdx"));
+    let markdown = is_markdown(path);
     let title = markdown
         .then(|| {
             text.lines()
@@ -144,6 +141,13 @@ fn read_bytes(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
         ));
     }
     Ok(bytes)
+}
+
+/// Whether `path` is read as Markdown (split along its headings, which give its sections).
+pub fn is_markdown(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "md" | "markdown" | "mdx"))
 }
 
 /// Reads `path` as [`load_file`] does, except that documents of a format in

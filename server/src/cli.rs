@@ -114,14 +114,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the text sovrag indexes for FILE (PDF, HTML, DOCX, ODT, PPTX, EPUB or text), with
-    /// line numbers as citations give them and page or slide markers, to see why something
-    /// is or is not found.
+    /// Print the text sovrag indexes for each FILE (PDF, HTML, DOCX, ODT, PPTX, EPUB or
+    /// text), with line numbers as citations give them and page or slide markers, to see why
+    /// something is or is not found. Exits 1 if any file could not be read.
     Extract {
-        /// The file.
-        file: PathBuf,
-        /// Print JSON: {"path", "format", "title", "page_name", "pages": [{page, start_line}],
-        /// "headings": [{line, level, title}], "lines", "text"}, as `GET /v1/documents/{id}`.
+        /// The files, read one after another by the same worker, as indexing reads them.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print JSON, a line per file: {"path", "format", "title", "page_name",
+        /// "pages": [{page, start_line}], "headings": [{line, level, title}], "lines",
+        /// "text"}, as `GET /v1/documents/{id}`; a file that could not be read is
+        /// {"path", "error", "reason"}.
         #[arg(long)]
         json: bool,
     },

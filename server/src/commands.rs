@@ -57,7 +57,7 @@ async fn command(config: Config, command: Command) -> Result<()> {
         Command::Serve => serve(config).await,
         Command::Status { json } => status(config, json).await,
         Command::Verify { paths, json } => verify(config, &paths, json).await,
-        Command::Extract { file, json } => extract(&config, &file, json),
+        Command::Extract { files, json } => extract(&config, &files, json),
         Command::Doctor { json } => doctor(&config, json),
         Command::Report {
             days,
@@ -479,28 +479,65 @@ async fn verify(config: Config, paths: &[std::path::PathBuf], json: bool) -> Res
     Ok(())
 }
 
-/// `sovrag extract FILE`: the text indexing reads, through the same worker and limits.
-fn extract(config: &Config, file: &Path, json: bool) -> Result<()> {
-    use sovrag_ingest::extract::Format;
+/// `sovrag extract FILE...`: the text indexing reads, through the same workers and limits.
+fn extract(config: &Config, files: &[std::path::PathBuf], json: bool) -> Result<()> {
     // Not through the cache: the point is to see what extraction does now.
     let x = crate::engine::extractor(config, false)?;
-    let path = file.display().to_string();
-    let doc = match Format::of(file) {
-        Some(_) => {
-            let e = x
-                .extract(file, "")
-                .map_err(|f| anyhow::anyhow!("{path}: {f}"))?;
-            DocumentText::extracted(&path, e)
+    let mut failed = 0usize;
+    for file in files {
+        let path = file.display().to_string();
+        match extract_one(config, &x, file) {
+            Ok(doc) if json => println!("{}", serde_json::to_string(&doc)?),
+            Ok(doc) => {
+                if files.len() > 1 {
+                    println!("==> {path} <==");
+                }
+                print_extracted(&doc)?;
+            }
+            Err(e) => {
+                failed += 1;
+                let reason = e
+                    .downcast_ref::<sovrag_ingest::extract::Failure>()
+                    .map(|f| f.reason())
+                    .or_else(|| match e.downcast_ref::<sovrag_ingest::Error>() {
+                        Some(sovrag_ingest::Error::Skipped { kind, .. }) => Some(*kind),
+                        _ => None,
+                    })
+                    .unwrap_or("unreadable");
+                if json {
+                    let line = serde_json::json!({"path": path, "error": format!("{e:#}"), "reason": reason});
+                    println!("{line}");
+                }
+                eprintln!("sovrag: error: {path}: {e:#}");
+            }
         }
+    }
+    if failed > 0 {
+        if files.len() == 1 {
+            std::process::exit(1);
+        }
+        anyhow::bail!("{failed} of {} files could not be read", files.len());
+    }
+    Ok(())
+}
+
+fn extract_one(
+    config: &Config,
+    x: &sovrag_ingest::extract::Extractor,
+    file: &Path,
+) -> Result<DocumentText> {
+    use sovrag_ingest::extract::Format;
+    let path = file.display().to_string();
+    Ok(match Format::of(file) {
+        Some(_) => DocumentText::extracted(&path, x.extract(file, "")?),
         None => {
-            let d = sovrag_ingest::load::load_document(file, config.max_file_bytes, &x)?;
+            let d = sovrag_ingest::load::load_document(file, config.max_file_bytes, x)?;
             DocumentText::new(&path, None, Some(d.title), d.text)
         }
-    };
-    if json {
-        println!("{}", serde_json::to_string(&doc)?);
-        return Ok(());
-    }
+    })
+}
+
+fn print_extracted(doc: &DocumentText) -> Result<()> {
     let page_name = doc.page_name.unwrap_or("page");
     let mut out = std::io::stdout().lock();
     let mut next = doc.pages.iter().peekable();

@@ -698,7 +698,7 @@ fn load_problems(data_dir: &Path) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-/// Extraction for `config`: workers are this binary, run as `sovrag __extract-worker FILE`;
+/// Extraction for `config`: workers are this binary, run as `sovrag __extract-worker`;
 /// with `cached`, results are kept under the data dir by content hash.
 pub fn extractor(config: &Config, cached: bool) -> Result<Extractor> {
     let exe =

@@ -24,10 +24,7 @@ pub(crate) const EXTRACT_WORKER: &str = "__extract-worker";
 fn main() -> std::process::ExitCode {
     let mut args = std::env::args_os().skip(1);
     if args.next().is_some_and(|a| a == EXTRACT_WORKER) {
-        let Some(path) = args.next() else {
-            return std::process::ExitCode::FAILURE;
-        };
-        let code = sovrag_ingest::extract::worker_main(std::path::Path::new(&path));
+        let code = sovrag_ingest::extract::worker_main();
         return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     let cli = cli::Cli::parse();

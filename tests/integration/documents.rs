@@ -274,15 +274,19 @@ fn a_worker_that_crashes_or_hangs_costs_only_its_file() {
             "# Owls\n\nThe barn owl hunts at dusk.\n",
         )
         .unwrap();
+        // Workers serve many files: the one that fails on page.html is replaced, and the
+        // files before and after it (in name order) are read.
+        std::fs::write(d.join("a.html"), "<p>The kestrel hovers.</p>").unwrap();
         std::fs::write(d.join("page.html"), "<p>The heron waits.</p>").unwrap();
+        std::fs::write(d.join("z.html"), "<p>The swift never lands.</p>").unwrap();
         let out = run_ok(
             sovrag(data.path())
                 .args(["--extract-timeout", "2", "index"])
                 .arg(d)
-                .env("SOVRAG_TEST_EXTRACT_FAULT", fault),
+                .env("SOVRAG_TEST_EXTRACT_FAULT", format!("{fault}:page.html")),
         );
         let summary = String::from_utf8_lossy(&out.stdout);
-        assert!(summary.contains("indexed 1 file"), "{fault}: {summary}");
+        assert!(summary.contains("indexed 3 files"), "{fault}: {summary}");
         assert!(summary.contains("1 skipped"), "{fault}: {summary}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(reason), "{fault}: {stderr}");
@@ -296,6 +300,18 @@ fn a_worker_that_crashes_or_hangs_costs_only_its_file() {
                 .ends_with("notes.md"),
             "{hits}"
         );
+        // A Markdown hit carries its heading path, as a document's does.
+        assert_eq!(hits["hits"][0]["section"], "Owls", "{hits}");
+        for (q, file) in [
+            ("kestrel hovers", "a.html"),
+            ("swift never lands", "z.html"),
+        ] {
+            let hits = json_of(&run_ok(
+                sovrag(data.path()).args(["query", q, "--json", "--k", "1"]),
+            ));
+            let path = hits["hits"][0]["path"].as_str().unwrap_or_default();
+            assert!(path.ends_with(file), "{fault}: {q}: {hits}");
+        }
     }
 }
 
@@ -333,12 +349,31 @@ fn broken_and_bomb_documents_are_refused_with_a_reason() {
         assert!(err.contains(reason), "{name}: {err}");
     }
 
-    // Indexing goes on past them, and counts them by reason.
     std::fs::write(
         d.join("notes.md"),
         "# Owls\n\nThe barn owl hunts at dusk.\n",
     )
     .unwrap();
+    // Several files at once: a JSON line each, in order, the broken ones with their reason.
+    let out = sovrag(data.path())
+        .args(["extract", "--json"])
+        .args(["bomb.docx", "notes.md", "broken.pdf"].map(|n| d.join(n)))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0]["reason"], "too large", "{lines:?}");
+    assert!(
+        lines[1]["text"].as_str().unwrap().contains("barn owl"),
+        "{lines:?}"
+    );
+    assert_eq!(lines[2]["reason"], "unreadable", "{lines:?}");
+
+    // Indexing goes on past them, and counts them by reason.
     let report = json_of(&run_ok(
         sovrag(data.path()).arg("index").arg(d).arg("--json"),
     ));

@@ -23,7 +23,7 @@ pub use worker::{Isolation, Limits, worker_main};
 /// The extractors' version, part of an extracted document's content hash: bump it when the
 /// text they produce, or how it is chunked, changes, and every such document is read again.
 /// (x2: chunks end where pages end.)
-pub const VERSION: &str = "x2";
+pub const VERSION: &str = "x3";
 
 /// Extraction in workers, with results kept by content hash: an unchanged or renamed file is
 /// never extracted twice. Failures are kept too, so a file that crashes or hangs a worker

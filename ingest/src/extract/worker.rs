@@ -1,15 +1,23 @@
-//! Extraction in a worker process, so that no file can take the indexer down.
+//! Extraction in worker processes, so that no file can take the indexer down.
 //!
-//! The parent runs a program (the `sovrag` binary, as `sovrag __extract-worker FILE`) that
-//! calls [`worker_main`]: it lowers its own address-space and CPU limits, extracts, and
-//! writes `{"Ok": Extracted}` or `{"Err": Failure}` as JSON on stdout. The parent kills it
-//! at the wall-clock limit. A panic, abort, stack overflow or allocation failure ends the
-//! worker alone, and the parent reports it as that file's failure.
+//! The parent runs a program (the `sovrag` binary, as `sovrag __extract-worker`) that calls
+//! [`worker_main`]: it lowers its own address-space limit, then reads one file per request
+//! from its stdin and answers each with `{"Ok": Extracted}` or `{"Err": Failure}` as JSON.
+//! A worker serves many files, since starting the 250 MB binary costs more than reading a
+//! small PDF; it is killed at the wall-clock limit. A panic, abort, stack overflow or
+//! allocation failure ends that worker alone: the parent reports it as that file's failure
+//! and starts a fresh worker for the next file.
+//!
+//! Frames both ways are a little-endian `u32` length and that many bytes: the request is the
+//! path's bytes (paths need not be UTF-8), the reply the JSON.
 
+use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::{Extracted, Failure, Format, extract_bytes};
@@ -43,107 +51,222 @@ impl Default for Limits {
 /// The environment variable that hands the worker its [`Limits`] (JSON).
 const LIMITS_ENV: &str = "SOVRAG_EXTRACT_LIMITS";
 
-/// Test-only fault hook: `hang`, `crash`, `oom` or `overflow` makes the worker misbehave
-/// that way instead of extracting, so tests can check the parent survives each.
+/// Test-only fault hook: `hang`, `crash`, `oom` or `overflow` (optionally `:FILENAME`, for
+/// that file only) makes the worker misbehave that way instead of extracting, so tests can
+/// check the parent survives each and goes on with the next file.
 const FAULT_ENV: &str = "SOVRAG_TEST_EXTRACT_FAULT";
 
-/// How to start a worker.
+/// A worker is replaced after this many files, so that whatever one document left behind
+/// in its heap (fragmentation, a leak in a parser) does not build up.
+const FILES_PER_WORKER: u32 = 256;
+
+/// How to start workers, and the ones idle between files.
 #[derive(Debug, Clone)]
 pub struct Isolation {
     program: PathBuf,
     args: Vec<OsString>,
     limits: Limits,
+    idle: Arc<Mutex<Vec<Worker>>>,
 }
 
 impl Isolation {
-    /// Workers run as `program args… FILE`.
+    /// Workers run as `program args…`.
     pub fn new(program: PathBuf, args: Vec<OsString>, limits: Limits) -> Self {
         Self {
             program,
             args,
             limits,
+            idle: Arc::default(),
         }
     }
 
     /// Extracts `path` in a worker.
     pub fn extract(&self, path: &Path) -> Result<Extracted, Failure> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let mut worker = match idle {
+            Some(w) => w,
+            None => self.spawn()?,
+        };
+        if worker.send(path).is_err() {
+            // It died while idle (killed from outside): a fresh one gets the file.
+            worker = self.spawn()?;
+            worker
+                .send(path)
+                .map_err(|e| Failure::Crash(format!("cannot reach the worker: {e}")))?;
+        }
+        let deadline = Duration::from_secs(self.limits.timeout_secs);
+        match worker.replies.recv_timeout(deadline) {
+            Ok(frame) => {
+                let Ok(reply) = serde_json::from_slice::<Result<Extracted, Failure>>(&frame) else {
+                    return Err(Failure::Crash("the worker's reply was garbled".into()));
+                };
+                worker.served += 1;
+                if worker.served < FILES_PER_WORKER {
+                    self.idle
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(worker);
+                }
+                reply
+            }
+            Err(RecvTimeoutError::Timeout) => Err(Failure::Timeout(self.limits.timeout_secs)),
+            Err(RecvTimeoutError::Disconnected) => Err(worker.died(&self.limits)),
+        }
+    }
+
+    fn spawn(&self) -> Result<Worker, Failure> {
         let limits = serde_json::to_string(&self.limits).unwrap_or_default();
         let mut child = Command::new(&self.program)
             .args(&self.args)
-            .arg(path)
             .env(LIMITS_ENV, limits)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| Failure::Crash(format!("cannot start {}: {e}", self.program.display())))?;
-        // Read both pipes while waiting: a worker blocked on a full pipe would look hung.
-        let cap = self.limits.max_file_bytes.saturating_mul(8).max(64 << 20);
-        let out = child.stdout.take().map(|s| {
-            std::thread::spawn(move || {
-                let mut v = Vec::new();
-                let _ = s.take(cap).read_to_end(&mut v);
-                v
-            })
-        });
-        let err = child.stderr.take().map(|s| {
-            std::thread::spawn(move || {
-                let mut v = Vec::new();
-                let _ = s.take(1 << 20).read_to_end(&mut v);
-                v
-            })
-        });
-        let deadline = Instant::now() + Duration::from_secs(self.limits.timeout_secs);
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if Instant::now() >= deadline => {
+        let (stdin, stdout, stderr) =
+            match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
+                (Some(i), Some(o), Some(e)) => (i, o, e),
+                _ => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    break None;
+                    return Err(Failure::Crash("the worker has no pipes".into()));
                 }
-                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-                Err(e) => return Err(Failure::Crash(format!("waiting for the worker: {e}"))),
+            };
+        // Both pipes are read all the time: a worker blocked on a full pipe would look hung.
+        let cap = self.limits.max_file_bytes.saturating_mul(8).max(64 << 20);
+        let (tx, replies) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut out = BufReader::new(stdout);
+            while let Some(frame) = read_frame(&mut out, cap) {
+                if tx.send(frame).is_err() {
+                    break;
+                }
             }
-        };
-        let stdout = out.and_then(|h| h.join().ok()).unwrap_or_default();
-        let stderr = err.and_then(|h| h.join().ok()).unwrap_or_default();
-        let Some(status) = status else {
-            return Err(Failure::Timeout(self.limits.timeout_secs));
-        };
-        if status.success()
-            && let Ok(reply) = serde_json::from_slice::<Result<Extracted, Failure>>(&stdout)
-        {
-            return reply;
+        });
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let lines = Arc::clone(&tail);
+        let stderr = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).split(b'\n').map_while(Result::ok) {
+                let mut t = lines.lock().unwrap_or_else(PoisonError::into_inner);
+                if t.len() == 16 {
+                    t.pop_front();
+                }
+                t.push_back(String::from_utf8_lossy(&line).into_owned());
+            }
+        });
+        Ok(Worker {
+            child,
+            stdin,
+            replies,
+            stderr_tail: tail,
+            stderr: Some(stderr),
+            served: 0,
+        })
+    }
+}
+
+/// One running worker.
+#[derive(Debug)]
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    replies: Receiver<Vec<u8>>,
+    /// Its last lines on stderr since the current file was sent.
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    stderr: Option<std::thread::JoinHandle<()>>,
+    served: u32,
+}
+
+impl Worker {
+    fn send(&mut self, path: &Path) -> std::io::Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        self.stderr_tail
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        write_frame(&mut self.stdin, path.as_os_str().as_bytes())
+    }
+
+    /// Why the worker ended without replying.
+    fn died(mut self, limits: &Limits) -> Failure {
+        let status = self.child.wait();
+        // Its stderr closes with it: everything it wrote is in the tail once the reader ends.
+        if let Some(h) = self.stderr.take() {
+            let _ = h.join();
         }
-        let stderr = String::from_utf8_lossy(&stderr);
-        if stderr.contains("memory allocation of") {
-            return Err(Failure::TooLarge(format!(
+        let tail: Vec<String> = self
+            .stderr_tail
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect();
+        if tail.iter().any(|l| l.contains("memory allocation of")) {
+            return Failure::TooLarge(format!(
                 "needed more than the {} MB memory limit",
-                self.limits.max_memory_bytes >> 20
-            )));
+                limits.max_memory_bytes >> 20
+            ));
         }
-        let how = {
-            use std::os::unix::process::ExitStatusExt;
-            match (status.code(), status.signal()) {
-                (_, Some(sig)) => format!("signal {sig}"),
-                (Some(code), _) => format!("exit code {code}"),
-                _ => "no exit status".into(),
+        let how = match status {
+            Ok(status) => {
+                use std::os::unix::process::ExitStatusExt;
+                match (status.code(), status.signal()) {
+                    (_, Some(sig)) => format!("signal {sig}"),
+                    (Some(code), _) => format!("exit code {code}"),
+                    _ => "no exit status".into(),
+                }
             }
+            Err(e) => format!("no exit status: {e}"),
         };
-        let last = stderr
-            .lines()
+        let last = tail
+            .iter()
             .rev()
             .find(|l| !l.trim().is_empty())
             .map(|l| format!(": {}", l.trim()))
             .unwrap_or_default();
-        Err(Failure::Crash(format!("{how}{last}")))
+        Failure::Crash(format!("{how}{last}"))
     }
 }
 
-/// The worker: extracts `path` under the limits the parent set, writes the result as JSON
-/// on stdout, and returns the exit code.
-pub fn worker_main(path: &Path) -> i32 {
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Idle or past its limit; nothing of value is lost by stopping it at once.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_frame(w: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
+    let len =
+        u32::try_from(bytes.len()).map_err(|_| std::io::Error::other("a frame over 4 GiB"))?;
+    w.write_all(&len.to_le_bytes())?;
+    w.write_all(bytes)?;
+    w.flush()
+}
+
+/// The next frame, or `None` at the end of the stream, on a read error, or for a frame
+/// longer than `cap` bytes.
+fn read_frame(r: &mut impl Read, cap: u64) -> Option<Vec<u8>> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).ok()?;
+    let len = u32::from_le_bytes(len);
+    if u64::from(len) > cap {
+        return None;
+    }
+    let mut frame = vec![0u8; len as usize];
+    r.read_exact(&mut frame).ok()?;
+    Some(frame)
+}
+
+/// The worker: serves extraction requests from stdin under the limits the parent set, until
+/// stdin ends (the parent is done or gone). Returns the exit code.
+pub fn worker_main() -> i32 {
+    use std::os::unix::ffi::OsStringExt;
     let limits: Limits = std::env::var(LIMITS_ENV)
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())
@@ -151,19 +274,40 @@ pub fn worker_main(path: &Path) -> i32 {
     // The limits are the worker's own: whatever happens in here, the parent is untouched.
     let mem = limits.max_memory_bytes;
     let _ = rlimit::setrlimit(rlimit::Resource::AS, mem, mem);
-    // A worker the parent lost (the daemon was killed) still stops.
-    let cpu = limits.timeout_secs.saturating_add(5);
-    let _ = rlimit::setrlimit(rlimit::Resource::CPU, cpu, cpu);
     let _ = rlimit::setrlimit(rlimit::Resource::CORE, 0, 0);
-    if let Ok(fault) = std::env::var(FAULT_ENV) {
-        fault_hook(&fault);
-    }
-    let reply = read_and_extract(path, &limits);
+    // A worker the parent lost mid-file (the daemon was killed) still stops: the parent's
+    // own deadline cannot reach it any more, so the worker keeps one of its own.
+    let busy_since: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let watched = Arc::clone(&busy_since);
+    let allowed = Duration::from_secs(limits.timeout_secs.saturating_add(5));
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_millis(500));
+            let since = *watched.lock().unwrap_or_else(PoisonError::into_inner);
+            if since.is_some_and(|t| t.elapsed() > allowed) {
+                std::process::abort();
+            }
+        }
+    });
+    let fault = std::env::var(FAULT_ENV).ok();
+    let mut input = std::io::stdin().lock();
     let mut out = std::io::stdout().lock();
-    match serde_json::to_writer(&mut out, &reply) {
-        Ok(()) if out.flush().is_ok() => 0,
-        _ => 1,
+    while let Some(request) = read_frame(&mut input, 1 << 20) {
+        let path = PathBuf::from(OsString::from_vec(request));
+        *busy_since.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        if let Some(fault) = &fault {
+            fault_hook(fault, &path);
+        }
+        let reply = read_and_extract(&path, &limits);
+        *busy_since.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        let written = serde_json::to_vec(&reply)
+            .map_err(std::io::Error::other)
+            .and_then(|json| write_frame(&mut out, &json));
+        if written.is_err() {
+            return 1;
+        }
     }
+    0
 }
 
 fn read_and_extract(path: &Path, limits: &Limits) -> Result<Extracted, Failure> {
@@ -181,7 +325,12 @@ fn read_and_extract(path: &Path, limits: &Limits) -> Result<Extracted, Failure> 
     extract_bytes(format, &bytes, limits)
 }
 
-fn fault_hook(fault: &str) {
+/// `fault` alone applies to every file; `fault:NAME` to files named NAME only.
+fn fault_hook(fault: &str, path: &Path) {
+    let (fault, only) = fault.split_once(':').unwrap_or((fault, ""));
+    if !only.is_empty() && path.file_name().is_none_or(|n| n != only) {
+        return;
+    }
     match fault {
         "hang" => loop {
             std::thread::sleep(Duration::from_secs(3600));

@@ -90,12 +90,13 @@ impl DocumentText {
 
 impl Engine {
     /// Fills in the page and section of hits in documents that have them (PDF, HTML, office
-    /// documents, EPUB), from the layout kept with their extracted text.
+    /// documents, EPUB: from the layout kept with their extracted text; Markdown: from the
+    /// file's headings, while the file is what was indexed).
     pub(super) async fn locate(&self, hits: &mut [Hit]) -> Result<()> {
         let mut paths: Vec<&str> = hits
             .iter()
             .map(|h| h.path.as_str())
-            .filter(|p| Format::of(Path::new(p)).is_some())
+            .filter(|p| Format::of(Path::new(p)).is_some() || load::is_markdown(Path::new(p)))
             .collect();
         if paths.is_empty() {
             return Ok(());
@@ -104,19 +105,31 @@ impl Engine {
         paths.dedup();
         let hashes = self.store.documents_at(&paths).await?;
         for h in hits.iter_mut() {
-            if let Some(layout) = hashes.get(&h.path).and_then(|k| self.layout(k)) {
+            if let Some(layout) = hashes.get(&h.path).and_then(|k| self.layout(k, &h.path)) {
                 h.location = layout.locate(h.start_line, h.end_line);
             }
         }
         Ok(())
     }
 
-    /// The layout of the extracted document with content hash `key`, if its text is kept.
-    fn layout(&self, key: &str) -> Option<Arc<Layout>> {
+    /// The layout of the document at `path` indexed with content hash `key`: from its kept
+    /// extraction, or, for Markdown, from the file if it still has that content.
+    fn layout(&self, key: &str, path: &str) -> Option<Arc<Layout>> {
         if let Some(l) = self.layouts.lock().expect("layouts lock").get(key) {
             return l.clone();
         }
-        let layout = self.extractor.cached(key).map(|e| Arc::new(Layout::of(&e)));
+        let path = Path::new(path);
+        let layout = match self.extractor.cached(key) {
+            Some(e) => Some(Layout::of(&e)),
+            None if load::is_markdown(path) => {
+                load::load_document(path, self.config.max_file_bytes, &self.extractor)
+                    .ok()
+                    .filter(|d| d.content_hash == key)
+                    .map(|d| Layout::new(None, &d.text, Vec::new()))
+            }
+            None => None,
+        }
+        .map(Arc::new);
         let mut layouts = self.layouts.lock().expect("layouts lock");
         if layouts.len() >= MAX_LAYOUTS {
             layouts.clear();
