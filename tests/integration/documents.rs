@@ -144,6 +144,15 @@ fn each_format_is_extracted_with_its_structure() {
     std::fs::write(d.join("ferry.odt"), odt()).unwrap();
     std::fs::write(d.join("plan.pptx"), pptx()).unwrap();
     std::fs::write(d.join("sea.epub"), epub()).unwrap();
+    // As WordPad writes it: tables, metadata, a Windows-1252 byte, a heading by outline level.
+    std::fs::write(
+        d.join("log.rtf"),
+        "{\\rtf1\\ansi\\ansicpg1252{\\fonttbl{\\f0 Arial;}}{\\info{\\author Ann}}\n\
+         {\\pard\\outlinelevel0 Glaze log\\par}\n\
+         {\\pard The celadon crazed at caf\\'e9 temperature.\\par}\n\
+         \\trowd\\cellx1000\\cellx2000\\pard\\intbl Cone\\cell 6\\cell\\row}",
+    )
+    .unwrap();
     std::fs::write(
         d.join("report.pdf"),
         pdf(&[
@@ -164,6 +173,12 @@ fn each_format_is_extracted_with_its_structure() {
     assert_eq!(
         docx["text"], "# Welding\n\n## Safety\n\nWear the visor & gloves.",
         "{docx}"
+    );
+    let rtf = extract_json(data.path(), &d.join("log.rtf"));
+    assert_eq!(rtf["format"], "rtf", "{rtf}");
+    assert_eq!(
+        rtf["text"], "# Glaze log\n\nThe celadon crazed at café temperature.\n\nCone | 6",
+        "{rtf}"
     );
     let odt = extract_json(data.path(), &d.join("ferry.odt"));
     assert_eq!(
@@ -207,7 +222,7 @@ fn each_format_is_extracted_with_its_structure() {
     let report = json_of(&run_ok(
         sovrag(data.path()).arg("index").arg(d).arg("--json"),
     ));
-    assert_eq!(report["indexed"], 6, "{report}");
+    assert_eq!(report["indexed"], 7, "{report}");
     assert_eq!(report["skipped"], 0, "{report}");
     assert_eq!(report["pages"], 2, "PDF pages read: {report}");
     for (q, file, page, section) in [
@@ -220,6 +235,7 @@ fn each_format_is_extracted_with_its_structure() {
         ("kiln cost in euros", "plan.pptx", Some(2), Some("Budget")),
         ("pelican eats", "report.pdf", Some(2), None),
         ("ferry leaves", "ferry.odt", None, Some("Harbour")),
+        ("celadon crazed", "log.rtf", None, Some("Glaze log")),
         ("mast snapped", "sea.epub", None, Some("The Storm")),
         (
             "cone 6 firing temperature",
@@ -243,7 +259,7 @@ fn each_format_is_extracted_with_its_structure() {
     let v = json_of(&run_ok(
         sovrag(data.path()).arg("verify").arg(d).arg("--json"),
     ));
-    assert_eq!(v["files"], 6, "{v}");
+    assert_eq!(v["files"], 7, "{v}");
     assert_eq!(v["violations"], serde_json::json!([]), "{v}");
     // The CLI says where, the way a reader would.
     let out = run_ok(sovrag(data.path()).args(["query", "pelican eats", "--k", "1"]));

@@ -1,4 +1,5 @@
-//! Text out of documents that are not plain text: PDF, HTML/XHTML, DOCX, ODT, PPTX, EPUB.
+//! Text out of documents that are not plain text: PDF, HTML/XHTML, DOCX, ODT, PPTX, EPUB,
+//! RTF.
 //!
 //! Each format becomes Markdown-like text (headings as `#` lines, one paragraph a line, a
 //! blank line between), so the chunker keeps a chunk's heading path for every format, and
@@ -14,6 +15,7 @@
 mod html;
 mod office;
 mod pdf;
+mod rtf;
 mod worker;
 
 use std::path::{Path, PathBuf};
@@ -23,7 +25,7 @@ pub use worker::{Isolation, Limits, worker_main};
 /// The extractors' version, part of an extracted document's content hash: bump it when the
 /// text they produce, or how it is chunked, changes, and every such document is read again.
 /// (x2: chunks end where pages end.)
-pub const VERSION: &str = "x3";
+pub const VERSION: &str = "x4";
 
 /// Extraction in workers, with results kept by content hash: an unchanged or renamed file is
 /// never extracted twice. Failures are kept too, so a file that crashes or hangs a worker
@@ -106,6 +108,8 @@ pub enum Format {
     Pptx,
     /// `.epub`: the spine's chapters.
     Epub,
+    /// `.rtf`: the body text.
+    Rtf,
 }
 
 impl Format {
@@ -119,6 +123,7 @@ impl Format {
             "odt" => Self::Odt,
             "pptx" => Self::Pptx,
             "epub" => Self::Epub,
+            "rtf" => Self::Rtf,
             _ => return None,
         })
     }
@@ -132,6 +137,7 @@ impl Format {
             Self::Odt => "odt",
             Self::Pptx => "pptx",
             Self::Epub => "epub",
+            Self::Rtf => "rtf",
         }
     }
 
@@ -216,6 +222,7 @@ pub fn extract_bytes(format: Format, bytes: &[u8], limits: &Limits) -> Result<Ex
         Format::Odt => office::odt(bytes, limits)?,
         Format::Pptx => office::pptx(bytes, limits)?,
         Format::Epub => office::epub(bytes, limits)?,
+        Format::Rtf => rtf::extract(bytes)?,
     };
     if out.text.trim().is_empty() {
         return Err(Failure::NoText(match format {
