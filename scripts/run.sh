@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# llama.cpp for the instruction sets this CPU has (AVX-512, VNNI): see the script.
+eval "$(scripts/cpu_flags.sh)"
 cargo build --release --bin sovrag
 target="${CARGO_TARGET_DIR:-target}"
 sovrag="$target/release/sovrag"

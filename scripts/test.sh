@@ -7,6 +7,8 @@ scripts/setup.sh
 # The real clients (openai, llm, schemathesis, nginx, chromium) the suite drives.
 SOVRAG_CLIENTS_VENV=$(scripts/clients_venv.sh | tail -n 1)
 export SOVRAG_CLIENTS_VENV
+# llama.cpp for the instruction sets this CPU has (AVX-512, VNNI): see the script.
+eval "$(scripts/cpu_flags.sh)"
 cargo build --release --workspace --all-targets
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

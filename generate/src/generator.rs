@@ -25,7 +25,7 @@ use llama_cpp_2::{LogOptions, send_logs_to_tracing};
 
 use crate::gate::Gate;
 use crate::grammar::{self, ABSTENTION, Constraint};
-use crate::prompt::{self, Template, pack};
+use crate::prompt::{self, Template};
 use crate::stop::{StopRules, StopStrings};
 use crate::utf8::Utf8Stream;
 use crate::{
@@ -499,7 +499,17 @@ impl<'m> Worker<'m> {
             self.chat_prompt(&[("system", system), ("user", &user)])
                 .unwrap_or_else(|| self.completion.render(blocks, q))
         };
-        let packed = pack(&render, question, passages, budget as usize, &count)?;
+        let focused = |n: usize, p: &Passage| {
+            prompt::passage_block(n, &prompt::focused(p, question, self.cfg.focus_words))
+        };
+        let packed = prompt::pack_with(
+            &focused,
+            &render,
+            question,
+            passages,
+            budget as usize,
+            &count,
+        )?;
         if packed.left_out > 0 {
             tracing::info!(
                 used = packed.passages.len(),
@@ -642,8 +652,11 @@ impl<'m> Worker<'m> {
         let vocab = self.model.vocab();
         let special = self.chat.is_some();
         let count = |s: &str| vocab.tokenize(s.as_bytes(), false, special).len();
+        let focused = |n: usize, p: &Passage| {
+            prompt::bare_block(n, &prompt::focused(p, question, self.cfg.focus_words))
+        };
         let packed = prompt::pack_with(
-            &prompt::bare_block,
+            &focused,
             &render,
             question,
             passages,

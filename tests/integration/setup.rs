@@ -195,3 +195,39 @@ fn clients_check_reports_what_a_fresh_machine_lacks() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
 }
+
+#[test]
+fn cpu_flags_build_llama_cpp_for_the_instruction_sets_present() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |flags: &str, portable: bool| {
+        let file = dir.path().join("cpuinfo");
+        std::fs::write(&file, format!("processor\t: 0\nflags\t\t: {flags}\n")).unwrap();
+        let out = Command::new("/bin/bash")
+            .arg(repo().join("scripts/cpu_flags.sh"))
+            .env("CPUINFO", &file)
+            .env("SOVRAG_PORTABLE_BUILD", if portable { "1" } else { "0" })
+            .output()
+            .expect("run cpu_flags.sh");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let avx512 = "fpu sse2 avx avx2 fma bmi2 avx512f avx512dq avx512cd avx512bw avx512vl \
+                  avx512vbmi avx512_vnni avx_vnni";
+    let out = run(avx512, false);
+    for v in [
+        "GGML_AVX512",
+        "GGML_AVX512_VNNI",
+        "GGML_AVX512_VBMI",
+        "GGML_AVX_VNNI",
+        "GGML_BMI2",
+    ] {
+        assert!(out.contains(&format!("export {v}=ON\n")), "{v}: {out}");
+    }
+    assert!(!out.contains("BF16"), "{out}");
+    // AVX2 only (the default build), and a part of AVX-512 short of the set llama.cpp's
+    // AVX-512 build compiles for: nothing to add.
+    assert_eq!(run("fpu sse2 avx avx2 fma", false), "");
+    assert_eq!(run("avx2 avx512f avx512dq avx512cd", false), "");
+    // A binary for other machines.
+    assert_eq!(run(avx512, true), "");
+}

@@ -120,6 +120,7 @@ impl Engine {
             max_answer_tokens: self.config.max_answer_tokens,
             threads: self.config.threads.map(|t| t as i32),
             abstain_threshold: self.config.abstain_threshold,
+            focus_words: self.config.focus_words,
             ..GeneratorConfig::default()
         };
         let g = tokio::task::spawn_blocking(move || Generator::load(cfg))

@@ -399,6 +399,7 @@ pub async fn run(mut config: Config, dir: &Path, opts: QaOptions, json: bool) ->
             "passages": opts.passages,
             "verify": verify,
             "abstain_threshold": config.abstain_threshold,
+            "focus_words": config.focus_words,
             "grammar": opts.constrain,
             "model": model,
             "chat_template": generator.uses_chat_template(),
