@@ -194,6 +194,13 @@ impl Worker {
 
     /// Why the worker ended without replying.
     fn died(mut self, limits: &Limits) -> Failure {
+        // Its stdout ended, so it is exiting; unless its reply was over the size cap and it
+        // is still writing it, which waiting alone would wait on forever.
+        let grace = Instant::now() + Duration::from_secs(2);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < grace {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.child.kill();
         let status = self.child.wait();
         // Its stderr closes with it: everything it wrote is in the tail once the reader ends.
         if let Some(h) = self.stderr.take() {
