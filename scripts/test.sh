@@ -3,7 +3,8 @@
 # binary, and llama.cpp unoptimised is too slow to test), run every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+# --tests: the models the suite loads as well as the default set.
+scripts/setup.sh --tests
 # The real clients (openai, llm, schemathesis, nginx, chromium) the suite drives.
 SOVRAG_CLIENTS_VENV=$(scripts/clients_venv.sh | tail -n 1)
 export SOVRAG_CLIENTS_VENV

@@ -1312,7 +1312,8 @@ mod tests {
         model("smollm2-135m-instruct-q4_1.gguf")
     }
 
-    /// The default generator, for behaviour that needs a model that reads.
+    /// Qwen2.5-Coder-0.5B (`setup.sh --tests` fetches it), for behaviour that needs a model
+    /// that reads: three times faster than the default 1.5B. `SOVRAG_GGUF` picks another.
     fn default_path() -> PathBuf {
         std::env::var_os("SOVRAG_GGUF").map_or_else(
             || model("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"),

@@ -5,6 +5,7 @@
 //! hour into the build. These tests give the script a PATH without the tools and a fake
 //! `dpkg-query`, and check what it reports.
 
+use std::collections::BTreeSet;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -137,15 +138,70 @@ fn setup_check_trusts_installed_packages() {
 
 #[test]
 fn setup_check_passes_on_this_machine() {
-    // The suite runs after set-up, so everything the build and the tests need is here.
+    // The suite runs after `setup.sh --tests`, so everything the build and the tests need
+    // is here.
     let out = Command::new("/bin/bash")
         .arg(repo().join("scripts/setup.sh"))
-        .arg("--check")
+        .args(["--check", "--tests"])
         .output()
         .expect("run setup.sh --check");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("all found"), "{stdout}");
+}
+
+/// The GGUF file names written in the Rust sources under `dir`, recursively.
+fn gguf_names(dir: &Path, names: &mut BTreeSet<String>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            gguf_names(&path, names);
+        } else if path.extension().is_some_and(|x| x == "rs") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (end, _) in text.match_indices(".gguf\"") {
+                let start = text[..end].rfind('"').map_or(0, |q| q + 1);
+                let name = &text[start..end + ".gguf".len()];
+                // A literal file name: not an extension alone, a path or a format string.
+                if name.len() > ".gguf".len() && !name.contains(['/', '{', ' ']) {
+                    names.insert(name.to_owned());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn test_setup_fetches_every_model_the_tests_load() {
+    // A fresh machine once built for an hour, then failed four generator tests: they loaded
+    // the 0.5B, which only an older model cache held, and set-up did not fetch it.
+    let mut named = BTreeSet::new();
+    for crate_dir in ["generate", "ingest", "retrieve", "server", "tests"] {
+        gguf_names(&repo().join(crate_dir), &mut named);
+    }
+    assert!(
+        named.contains("smollm2-135m-instruct-q4_1.gguf"),
+        "the scan found no model names: {named:?}"
+    );
+    let out = Command::new("python3")
+        .arg(repo().join("scripts/fetch_models.py"))
+        .args(["--tests", "--list"])
+        .output()
+        .expect("run fetch_models.py --list");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = String::from_utf8_lossy(&out.stdout);
+    let listed: BTreeSet<&str> = listed.lines().collect();
+    let missing: Vec<&String> = named
+        .iter()
+        .filter(|n| !listed.contains(n.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the sources load {missing:?}, which `setup.sh --tests` does not fetch (add it to TEST_GENERATORS in scripts/fetch_models.py)"
+    );
 }
 
 /// `scripts/clients_venv.sh --check` with `PATH` (and its exit code and output).
