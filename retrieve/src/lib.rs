@@ -449,8 +449,10 @@ impl Store {
     }
 
     /// Housekeeping after writes: compacts the vector store when writes have fragmented it
-    /// (see `VectorStore::compact`), and then, or after a `bulk` run (many writes at once),
-    /// merges each text index into one segment. Returns whether anything was done.
+    /// (see `VectorStore::compact`), keeps its vector index once it is past the in-memory
+    /// copy's size (`VectorStore::index_vectors`), and after compaction or a `bulk` run (many
+    /// writes at once) merges each text index into one segment. Returns whether anything was
+    /// done.
     ///
     /// The merge rewrites the whole text index, so it waits for one of those two moments:
     /// a bulk run leaves a segment per batch (a search visits each one), and compaction
@@ -459,9 +461,12 @@ impl Store {
     pub async fn maintain(&self, bulk: bool) -> Result<bool> {
         let _w = self.write_lock.write().await;
         let compacted = self.vectors.compact().await?;
+        // Past the in-memory copy's size, vector searches go to LanceDB: an index keeps
+        // them fast (after compaction, which would otherwise rewrite it at once).
+        let indexed = self.vectors.index_vectors(resident::MAX_CHUNKS).await?;
         let fragmented_text = bulk && self.text.segments() > 1;
         if !compacted && !fragmented_text {
-            return Ok(false);
+            return Ok(indexed != vector::IndexAction::None);
         }
         // Compaction is a new LanceDB version with the same chunks; a merge keeps the
         // version. Either way both indexes record the version they match.
@@ -866,5 +871,116 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(hits.len(), 1, "text index rebuilt from the vector store");
+    }
+
+    /// Deterministic vectors in 40 clusters, so that an IVF index has structure to learn.
+    fn clustered(n: usize, seed: u64) -> Vec<Vec<f32>> {
+        let mut x = seed;
+        let mut next = move || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((x >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        };
+        (0..n)
+            .map(|i| {
+                let mut v: Vec<f32> = (0..EMBEDDING_DIM).map(|_| next() * 0.3).collect();
+                v[i % 40] += 1.0;
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.iter().map(|x| x / norm).collect()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_vector_index_is_built_extended_and_searched_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = vector::VectorStore::open(dir.path()).await.unwrap();
+        let records = |vectors: Vec<Vec<f32>>, from: usize| -> Vec<ChunkRecord> {
+            vectors
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| ChunkRecord {
+                    vector: v,
+                    ..chunk(&format!("d{}.md", from + i), 0, "text", 0)
+                })
+                .collect()
+        };
+        let first = clustered(2000, 1);
+        let chunks = records(first.clone(), 0);
+        let paths: Vec<&str> = chunks.iter().map(|c| c.path.as_str()).collect();
+        store.replace(&paths, &chunks).await.unwrap();
+        assert_eq!(
+            store.index_vectors(5000).await.unwrap(),
+            vector::IndexAction::None,
+            "below its threshold"
+        );
+        assert!(!store.has_vector_index().await.unwrap());
+        let exact: Vec<Vec<String>> = {
+            let mut out = Vec::new();
+            for v in first.iter().take(20) {
+                let hits = store.search(v, 10).await.unwrap();
+                out.push(hits.into_iter().map(|h| h.chunk_id).collect());
+            }
+            out
+        };
+        assert_eq!(
+            store.index_vectors(1000).await.unwrap(),
+            vector::IndexAction::Built
+        );
+        assert!(store.has_vector_index().await.unwrap());
+        let mut found = 0;
+        for (i, v) in first.iter().take(20).enumerate() {
+            let hits = store.search(v, 10).await.unwrap();
+            assert_eq!(
+                hits[0].chunk_id,
+                format!("d{i}.md:0"),
+                "a stored vector finds itself first"
+            );
+            found += hits
+                .iter()
+                .filter(|h| exact[i].contains(&h.chunk_id))
+                .count();
+        }
+        assert!(found >= 190, "recall@10 against exact search: {found}/200");
+        assert_eq!(
+            store.index_vectors(1000).await.unwrap(),
+            vector::IndexAction::None
+        );
+
+        // New rows are found before and after they join the index.
+        let more = clustered(500, 2);
+        let chunks = records(more.clone(), 2000);
+        let paths: Vec<&str> = chunks.iter().map(|c| c.path.as_str()).collect();
+        store.replace(&paths, &chunks).await.unwrap();
+        assert_eq!(
+            store.search(&more[7], 1).await.unwrap()[0].chunk_id,
+            "d2007.md:0"
+        );
+        assert_eq!(
+            store.index_vectors(1000).await.unwrap(),
+            vector::IndexAction::Extended
+        );
+        assert_eq!(
+            store.search(&more[7], 1).await.unwrap()[0].chunk_id,
+            "d2007.md:0"
+        );
+        assert_eq!(
+            store.index_vectors(1000).await.unwrap(),
+            vector::IndexAction::None
+        );
+
+        // More new rows than the index was trained on: it is trained again.
+        let chunks = records(clustered(3000, 3), 2500);
+        let paths: Vec<&str> = chunks.iter().map(|c| c.path.as_str()).collect();
+        store.replace(&paths, &chunks).await.unwrap();
+        assert_eq!(
+            store.index_vectors(1000).await.unwrap(),
+            vector::IndexAction::Built
+        );
+        assert_eq!(
+            store.search(&more[7], 1).await.unwrap()[0].chunk_id,
+            "d2007.md:0"
+        );
     }
 }

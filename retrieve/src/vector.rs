@@ -8,8 +8,10 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, UInt32Type};
 use arrow_array::{Array, FixedSizeListArray, Float32Array, RecordBatch, StringArray, UInt32Array};
 use futures::TryStreamExt;
+use lancedb::index::Index;
+use lancedb::index::vector::IvfPqIndexBuilder;
 use lancedb::query::{ExecutableQuery, QueryBase, Select};
-use lancedb::table::{CompactionOptions, OptimizeAction};
+use lancedb::table::{CompactionOptions, OptimizeAction, OptimizeOptions};
 use lancedb::{DistanceType, Table};
 
 use crate::{ChunkRecord, EMBEDDING_DIM, Error, Hit, Result, schema};
@@ -19,6 +21,31 @@ const TABLE: &str = "chunks";
 const MAX_FRAGMENTS: usize = 16;
 /// Old table versions are kept this long, for readers in other processes that opened one.
 const KEEP_VERSIONS: lancedb::table::Duration = lancedb::table::Duration::minutes(10);
+
+/// The name LanceDB gives the vector column's index.
+const VECTOR_INDEX: &str = "vector_idx";
+/// IVF partitions an approximate search looks in. With [`REFINE_FACTOR`], recall@10 against
+/// exact search stays at or above 0.95 (`sovrag eval --scale-bench`).
+const NPROBES: usize = 32;
+/// An approximate search ranks this many times `limit` candidates by their compressed
+/// vectors, then reranks them by the full vectors: the result's order is exact.
+const REFINE_FACTOR: u32 = 10;
+
+/// PQ sub-vectors: [`EMBEDDING_DIM`] / 8.
+const SUB_VECTORS: u32 = 48;
+/// PQ trains 256 centroids per sub-vector: fewer rows than this cannot train an index.
+const MIN_INDEX_ROWS: usize = 256;
+
+/// What [`VectorStore::index_vectors`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexAction {
+    /// Nothing: too few rows for an index, or it covers nearly all of them.
+    None,
+    /// Trained and built the index over every row.
+    Built,
+    /// Added the rows written since to the existing index (no retraining).
+    Extended,
+}
 
 pub struct VectorStore {
     table: Table,
@@ -44,6 +71,68 @@ impl VectorStore {
                 .await?
         };
         Ok(VectorStore { table })
+    }
+
+    /// Keeps an approximate-nearest-neighbour index (IVF-PQ) over the vectors once the
+    /// table holds `min_rows` rows: builds it the first time, later adds the rows written
+    /// since when they are over a tenth of the table, and trains it again when they outnumber
+    /// the rows in it. Below `min_rows` searches scan every vector, which is exact and fast
+    /// enough.
+    ///
+    /// Rows not in the index yet are still found: LanceDB scans them beside the index.
+    pub async fn index_vectors(&self, min_rows: usize) -> Result<IndexAction> {
+        let rows = self.count().await?;
+        match self.table.index_stats(VECTOR_INDEX).await? {
+            // Added rows join the partitions trained before; once they outnumber the rows
+            // those were trained on, the partitions no longer fit the data: train again.
+            stats
+                if rows >= min_rows.max(MIN_INDEX_ROWS)
+                    && stats
+                        .as_ref()
+                        .is_none_or(|s| s.num_unindexed_rows > s.num_indexed_rows) =>
+            {
+                // About sqrt(rows) partitions of a few thousand vectors each (LanceDB's own
+                // rule); 48 sub-vectors of 8 dimensions each keep enough of a vector for
+                // the refine step to start from the right candidates.
+                let partitions = (rows as f64).sqrt().round().clamp(1.0, 4096.0) as u32;
+                let builder = IvfPqIndexBuilder::default()
+                    .distance_type(DistanceType::Cosine)
+                    .num_partitions(partitions)
+                    .num_sub_vectors(SUB_VECTORS);
+                let started = std::time::Instant::now();
+                self.table
+                    .create_index(&["vector"], Index::IvfPq(builder))
+                    .name(VECTOR_INDEX.to_owned())
+                    .replace(true)
+                    .execute()
+                    .await?;
+                tracing::info!(
+                    rows,
+                    partitions,
+                    secs = started.elapsed().as_secs_f64(),
+                    retrained = stats.is_some(),
+                    "built the vector index"
+                );
+                Ok(IndexAction::Built)
+            }
+            Some(stats) if stats.num_unindexed_rows * 10 > rows.max(1) => {
+                self.table
+                    .optimize(OptimizeAction::Index(OptimizeOptions::default()))
+                    .await?;
+                tracing::info!(
+                    added = stats.num_unindexed_rows,
+                    "added new rows to the vector index"
+                );
+                Ok(IndexAction::Extended)
+            }
+            _ => Ok(IndexAction::None),
+        }
+    }
+
+    /// Whether the vectors have an approximate index (see [`Self::index_vectors`]).
+    #[cfg(test)]
+    pub async fn has_vector_index(&self) -> Result<bool> {
+        Ok(self.table.index_stats(VECTOR_INDEX).await?.is_some())
     }
 
     /// The table version: every write makes a new one.
@@ -184,6 +273,9 @@ impl VectorStore {
             .query()
             .nearest_to(vector)?
             .distance_type(DistanceType::Cosine)
+            // Used only where the index exists; without it the scan is exact.
+            .nprobes(NPROBES)?
+            .refine_factor(REFINE_FACTOR)
             .select(Select::columns(&[
                 "chunk_id",
                 "doc_id",

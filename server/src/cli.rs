@@ -106,6 +106,11 @@ pub enum Command {
         /// shared/bench/pyref.py embeds them), without indexing.
         #[arg(long, value_name = "N")]
         embed_bench: Option<usize>,
+        /// Measure the stores at these sizes (e.g. 100000,300000,1000000 chunks), made from
+        /// the index at --data-dir and queried with --beir's questions: recall@10 of vector
+        /// search against exact search, hybrid p50/p99, write and index-build time, memory.
+        #[arg(long, value_name = "N,N,...", value_delimiter = ',')]
+        scale_bench: Vec<usize>,
     },
     /// Show what is indexed; asks the running server (at --bind) first, for its queue,
     /// activity and per-file problems.

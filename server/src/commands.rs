@@ -124,6 +124,7 @@ async fn command(config: Config, command: Command) -> Result<()> {
             json,
             run_out,
             embed_bench,
+            scale_bench,
         } => match (qa, beir) {
             (Some(dir), _) => {
                 let opts = crate::eval::qa::QaOptions {
@@ -134,6 +135,9 @@ async fn command(config: Config, command: Command) -> Result<()> {
                     na_prob_out,
                 };
                 crate::eval::qa::run(config, &dir, opts, json).await
+            }
+            (None, Some(beir)) if !scale_bench.is_empty() => {
+                crate::eval::scale::run(config, &beir, &scale_bench, json).await
             }
             (None, Some(beir)) => match embed_bench {
                 Some(n) => crate::eval::embed_bench(config, &beir, n, json).await,

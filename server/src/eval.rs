@@ -1,10 +1,12 @@
 //! `sovrag eval`: retrieval quality and speed on a BEIR-format question set, through the
-//! same engine and search path the server uses; answer quality with `--qa` (see [`qa`]).
+//! same engine and search path the server uses; answer quality with `--qa` (see [`qa`]); the
+//! stores at up to millions of chunks with `--scale-bench` (see [`scale`]).
 //!
 //! Input folder: `corpus.jsonl` (`{"_id", "title", "text"}` per line), `queries.jsonl`
 //! (`{"_id", "text"}`), `qrels/test.tsv` (`query-id<TAB>corpus-id<TAB>score`, header allowed).
 
 pub mod qa;
+pub mod scale;
 
 use std::collections::HashMap;
 use std::io::Write;
