@@ -896,20 +896,24 @@ mod tests {
     async fn the_vector_index_is_built_extended_and_searched_exactly() {
         let dir = tempfile::tempdir().unwrap();
         let store = vector::VectorStore::open(dir.path()).await.unwrap();
-        let records = |vectors: Vec<Vec<f32>>, from: usize| -> Vec<ChunkRecord> {
-            vectors
-                .into_iter()
+        // Stores `vectors` as documents d{from}.md, d{from+1}.md, …
+        let put = |vectors: &[Vec<f32>], from: usize| {
+            let chunks: Vec<ChunkRecord> = vectors
+                .iter()
                 .enumerate()
                 .map(|(i, v)| ChunkRecord {
-                    vector: v,
+                    vector: v.clone(),
                     ..chunk(&format!("d{}.md", from + i), 0, "text", 0)
                 })
-                .collect()
+                .collect();
+            let store = &store;
+            async move {
+                let paths: Vec<&str> = chunks.iter().map(|c| c.path.as_str()).collect();
+                store.replace(&paths, &chunks).await.unwrap();
+            }
         };
         let first = clustered(2000, 1);
-        let chunks = records(first.clone(), 0);
-        let paths: Vec<&str> = chunks.iter().map(|c| c.path.as_str()).collect();
-        store.replace(&paths, &chunks).await.unwrap();
+        put(&first, 0).await;
         assert_eq!(
             store.index_vectors(5000).await.unwrap(),
             vector::IndexAction::None,
@@ -950,9 +954,7 @@ mod tests {
 
         // New rows are found before and after they join the index.
         let more = clustered(500, 2);
-        let chunks = records(more.clone(), 2000);
-        let paths: Vec<&str> = chunks.iter().map(|c| c.path.as_str()).collect();
-        store.replace(&paths, &chunks).await.unwrap();
+        put(&more, 2000).await;
         assert_eq!(
             store.search(&more[7], 1).await.unwrap()[0].chunk_id,
             "d2007.md:0"
@@ -971,9 +973,7 @@ mod tests {
         );
 
         // More new rows than the index was trained on: it is trained again.
-        let chunks = records(clustered(3000, 3), 2500);
-        let paths: Vec<&str> = chunks.iter().map(|c| c.path.as_str()).collect();
-        store.replace(&paths, &chunks).await.unwrap();
+        put(&clustered(3000, 3), 2500).await;
         assert_eq!(
             store.index_vectors(1000).await.unwrap(),
             vector::IndexAction::Built
