@@ -15,6 +15,11 @@ is started once more and left to settle, and two checks run:
 - `sovrag verify`: every indexable file is indexed with its current text (hash, chunk text,
   line spans), nothing else is, no chunk is stored twice, LanceDB and tantivy agree.
 
+With `--store s3://bucket/prefix` the index lives on object storage (the endpoint and
+credentials from SOVRAG_S3_ENDPOINT, SOVRAG_S3_ALLOW_HTTP and AWS_*): the daemon is its
+writer, and a replica (`serve --replica`) runs throughout. Every kill must leave the replica
+answering, and at the end the replica must find every marker too.
+
 Prints `cycles run: N` and `violations: M` (target 0) and exits 1 if M > 0.
 """
 
@@ -154,18 +159,29 @@ WORDS = (
 ).split()
 
 
+def sovrag_env(data, store):
+    """The environment of a sovrag process whose own state is in `data`."""
+    env = dict(os.environ, XDG_CONFIG_HOME=os.path.join(data, "no-config"))
+    env.setdefault("RUST_LOG", "warn")
+    if store:
+        env["SOVRAG_CACHE_DIR"] = data
+    return env
+
+
 class Daemon:
-    def __init__(self, args, data, docs, port, log):
+    """The writer (`serve --watch`), or with replica=True a `serve --replica`."""
+
+    def __init__(self, args, data, docs, port, log, replica=False):
         self.args, self.data, self.docs, self.port, self.log = args, data, docs, port, log
+        self.replica = replica
         self.proc = None
 
     def start(self):
-        env = dict(os.environ, XDG_CONFIG_HOME=os.path.join(self.data, "no-config"))
-        env.setdefault("RUST_LOG", "warn")
+        role = ["--replica", "--follow-secs", "0.5"] if self.replica else ["--watch", self.docs]
         self.proc = subprocess.Popen(
-            [self.args.bin, "--data-dir", self.data, "--bind", f"127.0.0.1:{self.port}",
-             "--watch", self.docs, "serve"],
-            stdout=self.log, stderr=self.log, env=env,
+            [self.args.bin, "--data-dir", self.args.store or self.data,
+             "--bind", f"127.0.0.1:{self.port}", "serve", *role],
+            stdout=self.log, stderr=self.log, env=sovrag_env(self.data, self.args.store),
         )
 
     def kill(self):
@@ -201,6 +217,46 @@ def marker_of(path):
     return max(marks, key=lambda m: int(m.split("v")[1])) if marks else None
 
 
+def start_replica(args, work, log, writer):
+    """A replica, once the writer has made the table (a replica never creates one)."""
+    replica = Daemon(args, os.path.join(work, "replica"), None, free_port(), log, replica=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        replica.start()
+        while replica.proc.poll() is None and time.time() < deadline:
+            try:
+                replica.get("/healthz")
+                return replica
+            except OSError:
+                time.sleep(0.2)
+        time.sleep(0.5)  # it exited: no table yet
+    sys.exit("the replica did not start within 120 s")
+
+
+def replica_agrees(writer, replica, churn):
+    """The replica, caught up with the writer's version, finds every marker the writer does."""
+    deadline = time.time() + 120
+    version = writer.get("/v1/status")["store"]["version"]
+    while time.time() < deadline:
+        try:
+            if replica.get("/v1/status")["store"]["version"] >= version:
+                break
+        except OSError:
+            pass
+        time.sleep(0.5)
+    else:
+        return [f"the replica did not reach version {version} within 120 s"]
+    missing = []
+    for f in churn.files():
+        mark = marker_of(f)
+        if mark is None:
+            continue
+        hits = replica.get("/v1/query", {"query": mark, "k": 10})["hits"]
+        if not any(h["path"] == f and mark in h["text"] for h in hits):
+            missing.append(f"replica: {mark} not found at {f}")
+    return missing
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cycles", type=int, default=50)
@@ -209,6 +265,7 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--files", type=int, default=40, help="files in the folder at the start")
     p.add_argument("--keep", action="store_true", help="keep the temporary folders")
+    p.add_argument("--store", help="s3://bucket/prefix: the index on object storage, with a replica")
     args = p.parse_args()
     rng = random.Random(args.seed)
     work = os.path.realpath(tempfile.mkdtemp(prefix="sovrag-crash-"))
@@ -220,12 +277,21 @@ def main():
         churn.new_file()
     log = open(os.path.join(work, "daemon.log"), "ab")
     daemon = Daemon(args, data, docs, free_port(), log)
+    replica = None
+    violations = []
     started = time.time()
     churn.start()
     for i in range(args.cycles):
         daemon.start()
+        if args.store and replica is None:
+            replica = start_replica(args, work, log, daemon)
         time.sleep(rng.uniform(0.3, 4.0))
         daemon.kill()
+        if replica is not None:
+            try:
+                replica.get("/v1/query", {"query": "marker", "k": 3})
+            except OSError as e:
+                violations.append(f"cycle {i}: the replica stopped answering: {e}")
     churn.stop.set()
     churn.join()
     cycles_done = args.cycles
@@ -243,7 +309,6 @@ def main():
             continue
         idle = not s["indexing"] and s["queue"] == 0
         settled = settled + 1 if idle else 0
-    violations = []
     if settled < 3:
         violations.append("the daemon did not settle within 600 s")
     checked = 0
@@ -255,13 +320,15 @@ def main():
         hits = daemon.get("/v1/query", {"query": mark, "k": 10})["hits"]
         if not any(h["path"] == f and mark in h["text"] for h in hits):
             violations.append(f"search: {mark} not found at {f}")
+    if replica is not None:
+        violations += replica_agrees(daemon, replica, churn)
+        replica.stop()
     daemon.stop()
     log.close()
 
     out = subprocess.run(
-        [args.bin, "--data-dir", data, "verify", docs, "--json"],
-        capture_output=True, text=True,
-        env=dict(os.environ, XDG_CONFIG_HOME=os.path.join(data, "no-config")),
+        [args.bin, "--data-dir", args.store or data, "verify", docs, "--json"],
+        capture_output=True, text=True, env=sovrag_env(data, args.store),
     )
     try:
         v = json.loads(out.stdout)

@@ -4,7 +4,10 @@ the same chunks and over the whole documents they come from, kept in step, searc
 and fused.
 
 `sovrag-retrieve` owns the on-disk stores under a data dir (`lance/`, `tantivy/` and
-`tantivy-docs/`), the write path that keeps them in agreement ([`Store::apply`]), an
+`tantivy-docs/`), or a LanceDB table on S3-compatible object storage shared by a writer and
+replicas, each with its own tantivy indexes ([`Storage`], [`Store::follow`], the writer
+[`lease`], the store [`conformance`] check), the write path that keeps them in agreement
+([`Store::apply`]), an
 in-memory copy of the vectors for fast exact search, the audit of their invariants
 ([`Store::audit`]), and hybrid search ([`Store::search`]) ranking documents, then passages
 ([`fusion`]). It takes vectors and chunks from `sovrag-ingest`; it does not load files,
@@ -30,15 +33,21 @@ for h in hits { println!("{}:{}-{} {:.3}", h.path, h.start_line, h.end_line, h.s
 */
 #![deny(missing_docs)]
 
+pub mod conformance;
 pub mod fusion;
+pub mod lease;
 pub mod metrics;
 mod resident;
 mod schema;
+mod storage;
 mod text;
 mod vector;
 
+pub use storage::{S3Options, Storage};
+
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -180,30 +189,100 @@ const CANDIDATES: usize = 100;
 /// The two stores of one data dir.
 pub struct Store {
     vectors: vector::VectorStore,
-    text: text::TextIndex,
+    /// Shared with the blocking thread a search runs BM25 on.
+    text: std::sync::Arc<text::TextIndex>,
     /// The vectors again, in memory, for fast exact search (`None` above
     /// `resident::MAX_CHUNKS`); updated under `write_lock` after both stores are written.
     resident: std::sync::RwLock<Option<resident::Resident>>,
     // Writes to the two stores happen as one unit, one at a time, and a search never sees
     // one store updated and the other not.
     write_lock: tokio::sync::RwLock<()>,
+    /// On object storage: `path → content_hash` of what the local indexes hold, which
+    /// [`Store::follow`] compares with the table's latest version.
+    followed: Option<std::sync::Mutex<HashMap<String, String>>>,
+    /// The table version `followed` was last compared with (a concurrent writer's own
+    /// commit can carry another writer's, so the version tantivy records is not enough).
+    followed_version: std::sync::atomic::AtomicU64,
+    /// Taken by [`Store::follow`] and [`Store::apply`]: a follow must not compare an older
+    /// version with `followed` after this process's own write has moved it on.
+    follow_lock: tokio::sync::Mutex<()>,
+    follow_stats: std::sync::Mutex<FollowStats>,
+}
+
+/// Who opens a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Writes to it (creates it if absent).
+    Writer,
+    /// Only reads it (a replica, or a CLI query): never writes to a store on object storage.
+    Reader,
+}
+
+/// How a node follows a table on object storage (see [`Store::follow`]).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FollowStats {
+    /// The LanceDB table version the local indexes hold.
+    pub version: u64,
+    /// Chunks read from the table into the local indexes by catching up, since start (a
+    /// rebuild reads them all).
+    pub rows_applied: u64,
+    /// Documents added, changed or removed by catching up, since start.
+    pub documents_applied: u64,
+    /// Full rebuilds of the local indexes (a cold start, or too far behind).
+    pub rebuilds: u64,
+    /// Checks of the table for a newer version, since start.
+    pub checks: u64,
+    /// When the last check succeeded (milliseconds since the Unix epoch; 0: never).
+    pub last_check_unix_ms: u64,
+}
+
+/// What one [`Store::follow`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Followed {
+    /// The version now held.
+    pub version: u64,
+    /// Documents added, changed or removed.
+    pub documents: usize,
+    /// Chunks read from the table.
+    pub rows: usize,
+    /// Whether it rebuilt the local indexes rather than applying the difference.
+    pub rebuilt: bool,
 }
 
 impl Store {
     /// Opens (creating if needed) the stores under `dir`, repairing tantivy from LanceDB if a
     /// crash left them disagreeing.
     pub async fn open(dir: &Path) -> Result<Self> {
+        Self::open_at(&Storage::local(dir), Role::Writer).await
+    }
+
+    /// Opens the stores at `storage`. Its local folder's tantivy indexes are brought in line
+    /// with LanceDB (rebuilt when they disagree: a crash between the two writes, or a node
+    /// starting cold against object storage). A [`Role::Reader`] of object storage never
+    /// writes there, and finds no table as an error.
+    pub async fn open_at(storage: &Storage, role: Role) -> Result<Self> {
+        let dir = storage.local_dir();
         std::fs::create_dir_all(dir).map_err(|source| Error::Io {
             path: dir.display().to_string(),
             source,
         })?;
-        let vectors = vector::VectorStore::open(&dir.join("lance")).await?;
-        let text = text::TextIndex::open(&dir.join("tantivy"), &dir.join("tantivy-docs"))?;
+        let create = role == Role::Writer || !storage.is_remote();
+        let vectors = vector::VectorStore::open(storage, create).await?;
+        let text = std::sync::Arc::new(text::TextIndex::open(
+            &dir.join("tantivy"),
+            &dir.join("tantivy-docs"),
+        )?);
         let store = Store {
             vectors,
             text,
             resident: std::sync::RwLock::new(None),
             write_lock: tokio::sync::RwLock::new(()),
+            followed: storage
+                .is_remote()
+                .then(|| std::sync::Mutex::new(HashMap::new())),
+            followed_version: Default::default(),
+            follow_lock: Default::default(),
+            follow_stats: Default::default(),
         };
         // One read of every chunk serves the in-memory copy and, when needed, the repair.
         let in_lance = store.vectors.count().await?;
@@ -212,20 +291,137 @@ impl Store {
         } else {
             None
         };
-        store.repair_if_needed(in_lance, all.as_deref()).await?;
         *store.resident_mut() = all.as_deref().map(resident::Resident::from_chunks);
+        // A node of a shared table whose own indexes hold an older version catches up from
+        // it, if that version's files are still in the store; else, as a local store does,
+        // it rebuilds them when they disagree with the table.
+        if let Some(followed) = &store.followed
+            && store.text.count() > 0
+            && let Some(held) = store.text.synced_version()
+            && let Ok(documents) = store.vectors.documents_at_version(held).await
+        {
+            *followed.lock().unwrap_or_else(|e| e.into_inner()) = documents;
+            store.followed_version.store(held, Ordering::SeqCst);
+            store.follow_stats().version = held;
+            store.follow().await?;
+            return Ok(store);
+        }
+        let rebuilt = store.repair_if_needed(in_lance, all.as_deref()).await?;
+        if let Some(followed) = &store.followed {
+            *followed.lock().unwrap_or_else(|e| e.into_inner()) = match &all {
+                Some(all) => all
+                    .iter()
+                    .map(|c| (c.path.clone(), c.content_hash.clone()))
+                    .collect(),
+                None => store.vectors.documents().await?,
+            };
+            let version = store.vectors.version().await?;
+            store.followed_version.store(version, Ordering::SeqCst);
+            let mut stats = store.follow_stats();
+            stats.version = version;
+            stats.rebuilds += u64::from(rebuilt);
+        }
         Ok(store)
+    }
+
+    fn follow_stats(&self) -> std::sync::MutexGuard<'_, FollowStats> {
+        self.follow_stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How this node has followed the table (all zero for a local store).
+    pub fn following(&self) -> FollowStats {
+        self.follow_stats().clone()
+    }
+
+    /// Brings the local indexes up to the newest version of a table on object storage that
+    /// other nodes write: the documents whose content hash differs between what the local
+    /// indexes hold and that version are re-read and replaced, the ones gone removed. A node
+    /// too far behind (over half its documents changed) rebuilds instead. Nothing for a
+    /// local store, whose only writer is this process.
+    pub async fn follow(&self) -> Result<Followed> {
+        let Some(followed) = &self.followed else {
+            return Ok(Followed::default());
+        };
+        let _f = self.follow_lock.lock().await;
+        self.vectors.checkout_latest().await?;
+        let version = self.vectors.version().await?;
+        {
+            let mut stats = self.follow_stats();
+            stats.checks += 1;
+            stats.last_check_unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+        }
+        if self.followed_version.load(Ordering::SeqCst) == version {
+            return Ok(Followed {
+                version,
+                ..Default::default()
+            });
+        }
+        // Reads come from the version just checked out, so they agree with each other
+        // even while the writer commits the next one.
+        let latest = self.vectors.documents().await?;
+        let (changed, removed) = {
+            let held = followed.lock().unwrap_or_else(|e| e.into_inner());
+            let changed: Vec<String> = latest
+                .iter()
+                .filter(|(p, h)| held.get(*p) != Some(*h))
+                .map(|(p, _)| p.clone())
+                .collect();
+            let removed: Vec<String> = held
+                .keys()
+                .filter(|p| !latest.contains_key(*p))
+                .cloned()
+                .collect();
+            (changed, removed)
+        };
+        let documents = changed.len() + removed.len();
+        let _w = self.write_lock.write().await;
+        let (rows, rebuilt) = if documents * 2 > latest.len().max(16) {
+            let all = self.vectors.all_chunks().await?;
+            self.text.rebuild(&all, version)?;
+            *self.resident_mut() =
+                (all.len() <= resident::MAX_CHUNKS).then(|| resident::Resident::from_chunks(&all));
+            (all.len(), true)
+        } else {
+            let paths: Vec<&str> = changed.iter().chain(&removed).map(String::as_str).collect();
+            let names: Vec<&str> = changed.iter().map(String::as_str).collect();
+            let chunks = if names.is_empty() {
+                Vec::new()
+            } else {
+                self.vectors.chunks_of(&names, &[]).await?
+            };
+            self.text.replace(&paths, &chunks, version)?;
+            if let Some(r) = self.resident_mut().as_mut() {
+                r.replace(&paths, &chunks);
+            }
+            (chunks.len(), false)
+        };
+        *followed.lock().unwrap_or_else(|e| e.into_inner()) = latest;
+        self.followed_version.store(version, Ordering::SeqCst);
+        let mut stats = self.follow_stats();
+        stats.version = version;
+        stats.rows_applied += rows as u64;
+        stats.documents_applied += documents as u64;
+        stats.rebuilds += u64::from(rebuilt);
+        Ok(Followed {
+            version,
+            documents,
+            rows,
+            rebuilt,
+        })
     }
 
     /// Rebuilds tantivy from `all` (read from LanceDB if not given) when it does not match
     /// LanceDB's version and chunk count `in_lance`.
-    async fn repair_if_needed(&self, in_lance: usize, all: Option<&[ChunkRecord]>) -> Result<()> {
+    /// Returns whether it rebuilt.
+    async fn repair_if_needed(&self, in_lance: usize, all: Option<&[ChunkRecord]>) -> Result<bool> {
         let _w = self.write_lock.write().await;
         let version = self.vectors.version().await?;
         let in_tantivy = self.text.count();
         let synced = self.text.synced_version();
         if in_lance == in_tantivy && synced == Some(version) {
-            return Ok(());
+            return Ok(false);
         }
         let read;
         let all = match all {
@@ -236,16 +432,22 @@ impl Store {
             }
         };
         match self.text.rebuild(all, version) {
-            Ok(()) if in_lance + in_tantivy == 0 => Ok(()), // a new, empty store
+            Ok(()) if in_lance + in_tantivy == 0 => Ok(false), // a new, empty store
+            Ok(()) if self.followed.is_some() => {
+                tracing::info!(
+                    "built the local text index from version {version} of the shared table ({in_lance} chunks)"
+                );
+                Ok(true)
+            }
             Ok(()) => {
                 tracing::warn!(
                     "text index was behind the vector store (version {synced:?} vs {version}, {in_tantivy} vs {in_lance} chunks): rebuilt it from the vector store"
                 );
-                Ok(())
+                Ok(true)
             }
             // Another process is writing: it is the one that brings tantivy in line, and a
             // reader must not fail because it looked between that writer's two commits.
-            Err(Error::Locked(_)) => Ok(()),
+            Err(Error::Locked(_)) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -341,6 +543,10 @@ impl Store {
             })
             .flatten()
             .collect();
+        let _f = match self.followed {
+            Some(_) => Some(self.follow_lock.lock().await),
+            None => None,
+        };
         let _w = self.write_lock.write().await;
         // Only stored paths need deleting from LanceDB, and each delete scans the table: a
         // batch of new files (the whole of a first index) skips it. The in-memory copy
@@ -374,7 +580,18 @@ impl Store {
             }
         }
         let version = self.vectors.version().await?;
-        self.text.replace(&paths, &chunks, version)
+        self.text.replace(&paths, &chunks, version)?;
+        if let Some(followed) = &self.followed {
+            let mut held = followed.lock().unwrap_or_else(|e| e.into_inner());
+            for p in &paths {
+                held.remove(*p);
+            }
+            for c in &chunks {
+                held.insert(c.path.clone(), c.content_hash.clone());
+            }
+            self.follow_stats().version = version;
+        }
+        Ok(())
     }
 
     /// (Re)loads the in-memory copy of the vectors from LanceDB, if the store is small enough.
@@ -470,7 +687,11 @@ impl Store {
         }
         // Compaction is a new LanceDB version with the same chunks; a merge keeps the
         // version. Either way both indexes record the version they match.
-        self.text.merge_segments(self.vectors.version().await?)?;
+        let version = self.vectors.version().await?;
+        self.text.merge_segments(version)?;
+        if self.followed.is_some() {
+            self.follow_stats().version = version;
+        }
         Ok(true)
     }
 
@@ -895,7 +1116,9 @@ mod tests {
     #[tokio::test]
     async fn the_vector_index_is_built_extended_and_searched_exactly() {
         let dir = tempfile::tempdir().unwrap();
-        let store = vector::VectorStore::open(dir.path()).await.unwrap();
+        let store = vector::VectorStore::open(&Storage::local(dir.path()), true)
+            .await
+            .unwrap();
         // Stores `vectors` as documents d{from}.md, d{from+1}.md, …
         let put = |vectors: &[Vec<f32>], from: usize| {
             let chunks: Vec<ChunkRecord> = vectors

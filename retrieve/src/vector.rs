@@ -1,7 +1,6 @@
 //! The LanceDB side: one table of chunks with their vectors.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -14,6 +13,7 @@ use lancedb::query::{ExecutableQuery, QueryBase, Select};
 use lancedb::table::{CompactionOptions, OptimizeAction, OptimizeOptions};
 use lancedb::{DistanceType, Table};
 
+use crate::storage::Storage;
 use crate::{ChunkRecord, EMBEDDING_DIM, Error, Hit, Result, schema};
 
 const TABLE: &str = "chunks";
@@ -58,20 +58,44 @@ fn sql_str(s: &str) -> String {
 }
 
 impl VectorStore {
-    pub async fn open(dir: &Path) -> Result<Self> {
-        let uri = dir.to_str().ok_or_else(|| {
-            Error::Invalid(format!("data dir {} is not valid UTF-8", dir.display()))
-        })?;
-        let db = lancedb::connect(uri).execute().await?;
+    /// Opens the table at `storage`, creating it if `create` (a writer); a reader finds
+    /// none there as an error.
+    pub async fn open(storage: &Storage, create: bool) -> Result<Self> {
+        let (uri, options) = storage.lance()?;
+        let db = lancedb::connect(&uri)
+            .storage_options(options)
+            .execute()
+            .await?;
         let names = db.table_names().execute().await?;
         let table = if names.iter().any(|n| n == TABLE) {
             db.open_table(TABLE).execute().await?
-        } else {
+        } else if create {
             db.create_empty_table(TABLE, schema::arrow())
                 .execute()
                 .await?
+        } else {
+            return Err(Error::Invalid(format!(
+                "no index in {} yet: start its writer first (`sovrag serve --watch …` or `sovrag index …` with the same --data-dir)",
+                storage.describe()
+            )));
         };
         Ok(VectorStore { table })
+    }
+
+    /// `path → content_hash` of every document at an earlier `version` of the table (an
+    /// error when its files were pruned); the table is left at its newest version.
+    pub async fn documents_at_version(&self, version: u64) -> Result<HashMap<String, String>> {
+        let documents = match self.table.checkout(version).await {
+            Ok(()) => self.documents().await,
+            Err(e) => Err(e.into()),
+        };
+        self.table.checkout_latest().await?;
+        documents
+    }
+
+    /// Moves to the newest version another process committed (a replica's read).
+    pub async fn checkout_latest(&self) -> Result<()> {
+        Ok(self.table.checkout_latest().await?)
     }
 
     /// Keeps an approximate-nearest-neighbour index (IVF-PQ) over the vectors once the

@@ -62,7 +62,12 @@ pub enum Command {
         schema: Option<PathBuf>,
     },
     /// Serve the HTTP API and web page (see --bind, --watch, --api-key).
-    Serve,
+    Serve {
+        /// A read-only query node of an index on object storage (`--data-dir s3://…`): it
+        /// follows the table the writer commits to (every --follow-secs) and never writes.
+        #[arg(long)]
+        replica: bool,
+    },
     /// Measure retrieval on a BEIR-format question set (--beir), or answers on a SQuAD-style
     /// open-book question set (--qa).
     Eval {
@@ -141,6 +146,10 @@ pub enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Check that this object store (`s3://bucket/prefix`) keeps the conditional-PUT
+        /// promises a shared index relies on, by racing writes against it; exits 1 if not.
+        #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+        store: Option<String>,
     },
     /// What this installation did (tokens, answers, searches, CPU time per day, from the
     /// usage ledger) and what it would have cost on hosted APIs; the crossover point (SSCP),

@@ -34,7 +34,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Index { .. }
             | Command::Query { .. }
             | Command::Ask { .. }
-            | Command::Serve
+            | Command::Serve { .. }
             | Command::Eval { .. }
     ) {
         crate::usage::open(&config.data_dir);
@@ -54,11 +54,15 @@ async fn command(config: Config, command: Command) -> Result<()> {
             json,
             schema,
         } => ask(config, &question, k, json, schema.as_deref()).await,
-        Command::Serve => serve(config).await,
+        Command::Serve { replica } => serve(config, replica).await,
         Command::Status { json } => status(config, json).await,
         Command::Verify { paths, json } => verify(config, &paths, json).await,
         Command::Extract { files, json } => extract(&config, &files, json),
-        Command::Doctor { json } => doctor(&config, json),
+        Command::Doctor {
+            json,
+            store: Some(uri),
+        } => crate::scale_out::check_store(&config, &uri, json).await,
+        Command::Doctor { json, store: None } => doctor(&config, json),
         Command::Report {
             days,
             json,
@@ -165,7 +169,9 @@ fn doctor(config: &Config, json: bool) -> Result<()> {
     Ok(())
 }
 
-async fn index(config: Config, paths: &[std::path::PathBuf], json: bool) -> Result<()> {
+async fn index(mut config: Config, paths: &[std::path::PathBuf], json: bool) -> Result<()> {
+    config.role = sovrag_retrieve::Role::Writer;
+    let writer = crate::scale_out::Writer::start(&config).await?;
     let engine = Engine::open(config).await?;
     let bar = if std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(0);
@@ -186,6 +192,9 @@ async fn index(config: Config, paths: &[std::path::PathBuf], json: bool) -> Resu
         })
         .await;
     bar.finish_and_clear();
+    if let Some(w) = writer {
+        w.release().await;
+    }
     let r = r?;
     if json {
         println!("{}", serde_json::to_string(&r)?);
@@ -351,9 +360,21 @@ async fn ask(
     Ok(())
 }
 
-async fn serve(config: Config) -> Result<()> {
+async fn serve(mut config: Config, replica: bool) -> Result<()> {
     let keys = crate::http::Keys::new(config.api_keys.clone(), config.api_key_file.clone())?;
     let addrs = crate::http::check_bind(&config.bind, keys.required())?;
+    anyhow::ensure!(
+        !replica || config.remote.is_some(),
+        "--replica follows an index on object storage: pass --data-dir s3://bucket/prefix"
+    );
+    anyhow::ensure!(
+        !replica || config.watch.is_empty(),
+        "a replica does not write: watch folders on the writer (`sovrag serve --watch …`)"
+    );
+    if !replica {
+        config.role = sovrag_retrieve::Role::Writer;
+    }
+    let writer = crate::scale_out::Writer::start(&config).await?;
     let mut roots = Vec::new();
     for w in &config.watch {
         let root = std::fs::canonicalize(w).with_context(|| format!("--watch {}", w.display()))?;
@@ -361,7 +382,11 @@ async fn serve(config: Config) -> Result<()> {
         roots.push(root);
     }
     let reconcile_secs = config.reconcile_secs;
+    let follows = config.remote.is_some() && (replica || config.allow_concurrent_writers);
     let engine = Engine::open(config).await?;
+    if follows {
+        crate::scale_out::follow(engine.clone());
+    }
     let reconcile_every =
         (reconcile_secs > 0).then(|| std::time::Duration::from_secs(reconcile_secs));
     for root in roots {
@@ -382,7 +407,11 @@ async fn serve(config: Config) -> Result<()> {
             tracing::error!("generator: {err:#}");
         }
     });
-    crate::http::serve(engine, addrs, keys).await
+    let served = crate::http::serve(engine, addrs, keys).await;
+    if let Some(w) = writer {
+        w.release().await;
+    }
+    served
 }
 
 async fn status(config: Config, json: bool) -> Result<()> {
@@ -398,6 +427,15 @@ async fn status(config: Config, json: bool) -> Result<()> {
         "{} documents, {} chunks in {}{from}",
         s.documents, s.chunks, s.data_dir
     );
+    if let Some(st) = &s.store {
+        let checked = st
+            .checked_secs_ago
+            .map_or(String::new(), |t| format!(", checked {t:.1} s ago"));
+        println!(
+            "{} of {}: table version {}{checked}; caught up {} documents ({} chunks), {} rebuilds",
+            st.role, st.uri, st.version, st.documents_applied, st.rows_applied, st.rebuilds
+        );
+    }
     if s.indexing {
         let mut what = vec![
             if s.reconciling {

@@ -11,9 +11,30 @@ use serde::Deserialize;
 /// key of the same name (see config.rs).
 #[derive(Debug, Default, Args)]
 pub struct Settings {
-    /// Where the indexes live (default: the user's data dir, e.g. ~/.local/share/sovrag).
+    /// Where the indexes live (default: the user's data dir, e.g. ~/.local/share/sovrag), or
+    /// `s3://bucket/prefix` for an index on S3-compatible object storage shared by a writer
+    /// and replicas (credentials and region from the usual AWS_* variables).
     #[arg(long, global = true, env = "SOVRAG_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// With an s3:// data dir: this node's own state (its text indexes, logs, usage
+    /// ledger). [default: the user's cache dir, e.g. ~/.cache/sovrag/stores/BUCKET_PREFIX]
+    #[arg(long, global = true, env = "SOVRAG_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// With an s3:// data dir: the endpoint of a store that is not AWS (MinIO, Ceph:
+    /// `http://10.0.0.5:9000`); AWS_ENDPOINT_URL works too.
+    #[arg(long, global = true, env = "SOVRAG_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// Allow an http:// S3 endpoint (refused otherwise).
+    #[arg(long, global = true, env = "SOVRAG_S3_ALLOW_HTTP")]
+    pub s3_allow_http: bool,
+    /// With an s3:// data dir: let this writer start while another holds the writer lease.
+    /// LanceDB merges concurrent commits (the store must honour conditional PUTs: check it
+    /// with `sovrag doctor --store`), but two writers must not index the same folder.
+    #[arg(long, global = true, env = "SOVRAG_ALLOW_CONCURRENT_WRITERS")]
+    pub allow_concurrent_writers: bool,
+    /// `serve --replica` looks for a new table version this often, in seconds. [default: 2]
+    #[arg(long, global = true, env = "SOVRAG_FOLLOW_SECS")]
+    pub follow_secs: Option<f64>,
     /// Model cache made by `python3 scripts/fetch_models.py` (default ~/.cache/sovrag/models).
     #[arg(long, global = true, env = "SOVRAG_MODELS")]
     pub models: Option<PathBuf>,
@@ -131,6 +152,11 @@ impl OnOff {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     data_dir: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+    s3_endpoint: Option<String>,
+    s3_allow_http: Option<bool>,
+    allow_concurrent_writers: Option<bool>,
+    follow_secs: Option<f64>,
     models: Option<PathBuf>,
     gguf: Option<PathBuf>,
     bind: Option<String>,
@@ -161,7 +187,17 @@ pub struct FileConfig {
 /// The resolved settings the engine and server run with.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// This node's own folder: the whole index for a local store; the derived text indexes,
+    /// logs and ledger when the index is on object storage (`remote`).
     pub data_dir: PathBuf,
+    /// The index's `s3://bucket/prefix`, when it lives on object storage.
+    pub remote: Option<String>,
+    pub s3: sovrag_retrieve::S3Options,
+    pub allow_concurrent_writers: bool,
+    pub follow_secs: f64,
+    /// Whether this process writes the index (`index`, `serve` without `--replica`) or only
+    /// reads it: a reader never writes to object storage.
+    pub role: sovrag_retrieve::Role,
     pub models: Option<PathBuf>,
     pub gguf: Option<PathBuf>,
     pub bind: String,
@@ -221,8 +257,21 @@ impl Config {
             .or(f.data_dir)
             .or_else(|| dirs::data_dir().map(|d| d.join("sovrag")))
             .context("no data dir: pass --data-dir")?;
+        let (data_dir, remote) = where_data_lives(data_dir, over.cache_dir.or(f.cache_dir))?;
         let cfg = Config {
             data_dir,
+            remote,
+            s3: sovrag_retrieve::S3Options {
+                endpoint: over
+                    .s3_endpoint
+                    .or(f.s3_endpoint)
+                    .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok()),
+                allow_http: over.s3_allow_http || f.s3_allow_http.unwrap_or(false),
+            },
+            allow_concurrent_writers: over.allow_concurrent_writers
+                || f.allow_concurrent_writers.unwrap_or(false),
+            follow_secs: over.follow_secs.or(f.follow_secs).unwrap_or(2.0),
+            role: sovrag_retrieve::Role::Reader,
             models: over.models.or(f.models),
             gguf: over.gguf.or(f.gguf),
             bind: over.bind.or(f.bind).unwrap_or_else(|| DEFAULT_BIND.into()),
@@ -289,6 +338,10 @@ impl Config {
             }),
         };
         anyhow::ensure!(
+            cfg.follow_secs > 0.0 && cfg.follow_secs.is_finite(),
+            "follow_secs must be a positive number of seconds"
+        );
+        anyhow::ensure!(
             (0.0..=1.0).contains(&cfg.abstain_threshold),
             "abstain_threshold is a probability: between 0 and 1"
         );
@@ -301,5 +354,70 @@ impl Config {
             "chunk_overlap must be smaller than chunk_tokens"
         );
         Ok(cfg)
+    }
+}
+
+impl Config {
+    /// Where the store keeps its data.
+    pub fn storage(&self) -> Result<sovrag_retrieve::Storage> {
+        Ok(match &self.remote {
+            Some(uri) => sovrag_retrieve::Storage::s3(uri, self.s3.clone(), &self.data_dir)?,
+            None => sovrag_retrieve::Storage::local(&self.data_dir),
+        })
+    }
+}
+
+/// The local folder and, for `s3://bucket/prefix`, the remote index a data dir names. Its
+/// own state goes to `cache_dir` (default: a folder per bucket and prefix in the user's cache
+/// dir), so two stores never share one.
+fn where_data_lives(
+    data_dir: PathBuf,
+    cache_dir: Option<PathBuf>,
+) -> Result<(PathBuf, Option<String>)> {
+    let Some(text) = data_dir.to_str() else {
+        return Ok((data_dir, None));
+    };
+    if let Some(path) = text.strip_prefix("file://") {
+        return Ok((PathBuf::from(path), None));
+    }
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return Ok((data_dir, None));
+    };
+    anyhow::ensure!(
+        scheme == "s3",
+        "--data-dir {text}: {scheme}:// is not supported (a local folder, file://, or s3://bucket/prefix)"
+    );
+    let rest = rest.trim_end_matches('/');
+    anyhow::ensure!(
+        !rest.is_empty() && !rest.starts_with('/'),
+        "--data-dir {text}: no bucket name"
+    );
+    let local = match cache_dir {
+        Some(d) => d,
+        None => dirs::cache_dir()
+            .context("no cache dir for this node's state: pass --cache-dir")?
+            .join("sovrag")
+            .join("stores")
+            .join(rest.replace(['/', '\\'], "_")),
+    };
+    Ok((local, Some(format!("s3://{rest}"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_dir_is_a_folder_a_file_url_or_an_s3_prefix() {
+        let (d, r) = where_data_lives("/srv/idx".into(), None).unwrap();
+        assert_eq!((d, r), (PathBuf::from("/srv/idx"), None));
+        let (d, r) = where_data_lives("file:///srv/idx".into(), None).unwrap();
+        assert_eq!((d, r), (PathBuf::from("/srv/idx"), None));
+        let (d, r) =
+            where_data_lives("s3://kb/team/".into(), Some("/var/cache/n1".into())).unwrap();
+        assert_eq!(d, PathBuf::from("/var/cache/n1"));
+        assert_eq!(r.as_deref(), Some("s3://kb/team"));
+        assert!(where_data_lives("gs://kb/team".into(), None).is_err());
+        assert!(where_data_lives("s3://".into(), None).is_err());
     }
 }

@@ -161,6 +161,10 @@ pub struct Status {
     pub problem_count: usize,
     /// The last problem per path.
     pub problems: BTreeMap<String, String>,
+    /// For an index on object storage: this node's role, the table version it serves, how
+    /// it follows the table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<crate::scale_out::StoreStatus>,
 }
 
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -183,9 +187,10 @@ impl Engine {
     pub async fn open(config: Config) -> Result<Arc<Self>> {
         let models = ModelPaths::locate(config.models.as_deref())?;
         let chunker = Chunker::new(&models, config.chunk_tokens, config.chunk_overlap)?;
-        let store = Store::open(&config.data_dir)
+        let storage = config.storage()?;
+        let store = Store::open_at(&storage, config.role)
             .await
-            .with_context(|| format!("opening the index in {}", config.data_dir.display()))?;
+            .with_context(|| format!("opening the index in {}", storage.describe()))?;
         let extractor = extractor(&config, true)?;
         let problems = load_problems(&config.data_dir);
         let answers = crate::answers::AnswerLog::new(&config.data_dir);
@@ -605,7 +610,14 @@ impl Engine {
             watching: self.watching.lock().expect("watching lock").clone(),
             problem_count: problems.len(),
             problems,
+            store: crate::scale_out::status(&self.config, self.store.following()),
         })
+    }
+
+    /// Catches up with a table on object storage that other nodes write (see
+    /// [`Store::follow`]).
+    pub async fn follow(&self) -> Result<sovrag_retrieve::Followed> {
+        Ok(self.store.follow().await?)
     }
 
     fn activity(&self) -> MutexGuard<'_, Activity> {

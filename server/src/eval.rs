@@ -188,6 +188,9 @@ pub(crate) async fn open_indexed(
         hex::encode(&h.finalize()[..8])
     };
     config.data_dir = config.data_dir.join("eval").join(&key);
+    // The scratch index is this node's own, even beside an index on object storage.
+    config.remote = None;
+    config.role = sovrag_retrieve::Role::Writer;
     // Benchmark answers are not the user's: they are counted in the ledger, not kept.
     config.answer_log = false;
     let info_path = config.data_dir.join("index-info.json");

@@ -12,6 +12,7 @@ mod eval;
 mod files;
 mod http;
 mod report;
+mod scale_out;
 mod usage;
 mod watch;
 

@@ -11,6 +11,7 @@ mod eval;
 mod http;
 mod ledger;
 mod openai;
+mod scale_out;
 mod setup;
 mod sovereignty;
 mod watch;

@@ -86,7 +86,12 @@ pub struct Server {
 impl Server {
     /// Starts `sovrag serve` on an ephemeral loopback port with `args`, and waits for /healthz.
     pub fn start(data_dir: &Path, args: &[&str]) -> Server {
-        let mut child = sovrag(data_dir)
+        Self::start_with(sovrag(data_dir), args)
+    }
+
+    /// [`Server::start`] from a prepared command (its data dir and environment set).
+    pub fn start_with(mut command: Command, args: &[&str]) -> Server {
+        let mut child = command
             .args(["serve", "--bind", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())

@@ -6,13 +6,13 @@ use serde_json::json;
 
 use crate::util::*;
 
-fn hits_for(server: &Server, q: &str) -> Vec<serde_json::Value> {
+pub(crate) fn hits_for(server: &Server, q: &str) -> Vec<serde_json::Value> {
     let (status, body) = server.post("/v1/query", &json!({"query": q, "k": 20}));
     assert_eq!(status, 200, "{body}");
     body["hits"].as_array().unwrap().clone()
 }
 
-fn found(server: &Server, q: &str, file: &str, word: &str) -> bool {
+pub(crate) fn found(server: &Server, q: &str, file: &str, word: &str) -> bool {
     hits_for(server, q).iter().any(|h| {
         h["path"].as_str().unwrap().ends_with(file) && h["text"].as_str().unwrap().contains(word)
     })
@@ -143,7 +143,7 @@ fn rename_and_move_keep_vectors_and_edits_embed_only_changed_chunks() {
     );
 }
 
-fn settled(server: &Server) -> serde_json::Value {
+pub(crate) fn settled(server: &Server) -> serde_json::Value {
     let mut s = server.get("/v1/status").unwrap().1;
     wait_until(Duration::from_secs(60), "the daemon to go idle", || {
         s = server.get("/v1/status").unwrap().1;

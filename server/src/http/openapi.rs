@@ -269,7 +269,7 @@ pub(super) fn answer() -> Value {
 }
 
 pub(super) fn index_status() -> Value {
-    object(&[
+    let mut s = object(&[
         ("documents", integer()),
         ("chunks", integer()),
         ("data_dir", string()),
@@ -277,7 +277,18 @@ pub(super) fn index_status() -> Value {
         ("queue", integer()),
         ("problem_count", integer()),
         ("problems", any_object()),
-    ])
+    ]);
+    // Only for an index on object storage (`--data-dir s3://…`).
+    s["properties"]["store"] = object(&[
+        ("uri", string()),
+        ("role", string()),
+        ("version", integer()),
+        ("checked_secs_ago", json!({"type": ["number", "null"]})),
+        ("rows_applied", integer()),
+        ("documents_applied", integer()),
+        ("rebuilds", integer()),
+    ]);
+    s
 }
 
 pub(super) fn document_text() -> Value {
