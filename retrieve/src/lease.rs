@@ -83,6 +83,13 @@ impl WriterLease {
             match put(&store, &key, &holder, PutMode::Create).await {
                 Ok(version) => return Ok(Self::held(store, key, remote, holder, version)),
                 Err(object_store::Error::AlreadyExists { .. }) => {}
+                // A PUT finds nothing missing but the bucket itself.
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Err(Error::Invalid(format!(
+                        "{}: bucket {} does not exist, or these credentials cannot see it                          (create it first; check --s3-endpoint and AWS_*)",
+                        remote.uri, remote.bucket
+                    )));
+                }
                 Err(e) => return Err(store_error(&remote.uri, e)),
             }
             let got = match store.get(&key).await {

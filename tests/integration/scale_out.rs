@@ -101,6 +101,16 @@ fn an_index_on_s3_answers_as_the_same_index_on_disk() {
         node(&ep, &uri, writer.path()).args(["index", "--json", corpus]),
     ));
     assert!(written["chunks"].as_u64().unwrap() > 50, "{written}");
+    // A bucket that is not there is named as such, before anything is written.
+    let out = node(&ep, "s3://no-such-bucket-here/kb", writer.path())
+        .args(["index", corpus])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("bucket no-such-bucket-here does not exist"),
+        "{err}"
+    );
     // The table is in the bucket: nothing of LanceDB's is in the writer's own folder.
     assert!(!writer.path().join("lance").exists());
     for q in [
