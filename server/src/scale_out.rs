@@ -168,7 +168,7 @@ pub async fn check_store(config: &Config, uri: &str, json: bool) -> Result<()> {
     anyhow::ensure!(
         c.passed,
         "{uri} does not honour conditional PUTs: concurrent commits to a shared index would be \
-         lost there. Use a store that does (AWS S3, MinIO, Ceph RGW recent releases, R2)"
+         lost there. Use a store that does (AWS S3, current MinIO and R2 do; check others with this command)"
     );
     Ok(())
 }
