@@ -88,7 +88,7 @@ def main():
             [os.path.join(args.venv, "bin", "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)],
             stdout=log, stderr=log))
         endpoint = f"http://127.0.0.1:{moto_port}"
-        wait_for("moto", lambda: call(f"{endpoint}/bench", method="PUT") is None or True)
+        wait_for("moto", lambda: call(f"{endpoint}/bench", method="PUT") or True)
         env = dict(os.environ, SOVRAG_S3_ENDPOINT=endpoint, SOVRAG_S3_ALLOW_HTTP="true",
                    AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
                    AWS_REGION="us-east-1", RUST_LOG=os.environ.get("RUST_LOG", "warn"))
@@ -105,7 +105,7 @@ def main():
                 stdout=log, stderr=log,
                 env=dict(env, XDG_CONFIG_HOME=os.path.join(work, name, "no-config"))))
             base = f"http://127.0.0.1:{port}"
-            wait_for(f"{name} up", lambda: call(f"{base}/healthz") is not None or True)
+            wait_for(f"{name} up", lambda: call(f"{base}/healthz") or True)
             return base
 
         writer = node("writer", "--watch", docs)

@@ -219,7 +219,7 @@ pub enum Role {
 }
 
 /// How a node follows a table on object storage (see [`Store::follow`]).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct FollowStats {
     /// The LanceDB table version the local indexes hold.
     pub version: u64,
@@ -232,8 +232,11 @@ pub struct FollowStats {
     pub rebuilds: u64,
     /// Checks of the table for a newer version, since start.
     pub checks: u64,
-    /// When the last check succeeded (milliseconds since the Unix epoch; 0: never).
-    pub last_check_unix_ms: u64,
+    /// Seconds since the last check (`None`: never, as for the only writer, which has no
+    /// one else's commits to look for).
+    pub checked_secs_ago: Option<f64>,
+    #[serde(skip)]
+    last_check: Option<Instant>,
 }
 
 /// What one [`Store::follow`] did.
@@ -295,31 +298,26 @@ impl Store {
         // A node of a shared table whose own indexes hold an older version catches up from
         // it, if that version's files are still in the store; else, as a local store does,
         // it rebuilds them when they disagree with the table.
-        if let Some(followed) = &store.followed
+        if store.followed.is_some()
             && store.text.count() > 0
             && let Some(held) = store.text.synced_version()
             && let Ok(documents) = store.vectors.documents_at_version(held).await
         {
-            *followed.lock().unwrap_or_else(|e| e.into_inner()) = documents;
-            store.followed_version.store(held, Ordering::SeqCst);
-            store.follow_stats().version = held;
+            store.hold(documents, held);
             store.follow().await?;
             return Ok(store);
         }
         let rebuilt = store.repair_if_needed(in_lance, all.as_deref()).await?;
-        if let Some(followed) = &store.followed {
-            *followed.lock().unwrap_or_else(|e| e.into_inner()) = match &all {
+        if store.followed.is_some() {
+            let documents = match &all {
                 Some(all) => all
                     .iter()
                     .map(|c| (c.path.clone(), c.content_hash.clone()))
                     .collect(),
                 None => store.vectors.documents().await?,
             };
-            let version = store.vectors.version().await?;
-            store.followed_version.store(version, Ordering::SeqCst);
-            let mut stats = store.follow_stats();
-            stats.version = version;
-            stats.rebuilds += u64::from(rebuilt);
+            store.hold(documents, store.vectors.version().await?);
+            store.follow_stats().rebuilds += u64::from(rebuilt);
         }
         Ok(store)
     }
@@ -330,7 +328,19 @@ impl Store {
 
     /// How this node has followed the table (all zero for a local store).
     pub fn following(&self) -> FollowStats {
-        self.follow_stats().clone()
+        let mut f = self.follow_stats().clone();
+        f.checked_secs_ago = f.last_check.map(|t| t.elapsed().as_secs_f64());
+        f
+    }
+
+    /// Records that the local indexes hold `documents` (`path → content_hash`) as of table
+    /// `version`: what the next [`Store::follow`] compares the newest version with.
+    fn hold(&self, documents: HashMap<String, String>, version: u64) {
+        if let Some(followed) = &self.followed {
+            *followed.lock().unwrap_or_else(|e| e.into_inner()) = documents;
+            self.followed_version.store(version, Ordering::SeqCst);
+            self.follow_stats().version = version;
+        }
     }
 
     /// Brings the local indexes up to the newest version of a table on object storage that
@@ -348,9 +358,7 @@ impl Store {
         {
             let mut stats = self.follow_stats();
             stats.checks += 1;
-            stats.last_check_unix_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
+            stats.last_check = Some(Instant::now());
         }
         if self.followed_version.load(Ordering::SeqCst) == version {
             return Ok(Followed {
@@ -397,10 +405,8 @@ impl Store {
             }
             (chunks.len(), false)
         };
-        *followed.lock().unwrap_or_else(|e| e.into_inner()) = latest;
-        self.followed_version.store(version, Ordering::SeqCst);
+        self.hold(latest, version);
         let mut stats = self.follow_stats();
-        stats.version = version;
         stats.rows_applied += rows as u64;
         stats.documents_applied += documents as u64;
         stats.rebuilds += u64::from(rebuilt);
@@ -497,6 +503,12 @@ impl Store {
 
     /// Number of (documents, chunks) stored.
     pub async fn counts(&self) -> Result<(usize, usize)> {
+        // A node of a shared table counts what its own indexes hold (the version it serves)
+        // rather than scan the table in the bucket on every status request.
+        if let Some(followed) = &self.followed {
+            let documents = followed.lock().unwrap_or_else(|e| e.into_inner()).len();
+            return Ok((documents, self.text.count()));
+        }
         Ok((
             self.vectors.documents().await?.len(),
             self.vectors.count().await?,

@@ -428,12 +428,13 @@ async fn status(config: Config, json: bool) -> Result<()> {
         s.documents, s.chunks, s.data_dir
     );
     if let Some(st) = &s.store {
-        let checked = st
+        let f = &st.following;
+        let checked = f
             .checked_secs_ago
             .map_or(String::new(), |t| format!(", checked {t:.1} s ago"));
         println!(
             "{} of {}: table version {}{checked}; caught up {} documents ({} chunks), {} rebuilds",
-            st.role, st.uri, st.version, st.documents_applied, st.rows_applied, st.rebuilds
+            st.role, st.uri, f.version, f.documents_applied, f.rows_applied, f.rebuilds
         );
     }
     if s.indexing {

@@ -104,36 +104,21 @@ pub struct StoreStatus {
     pub uri: String,
     /// "writer" or "replica" (any reader).
     pub role: String,
-    /// The Lance table version this node serves.
-    pub version: u64,
-    /// Seconds since this node last looked for a newer version (`None`: it does not look,
-    /// being the only writer).
-    pub checked_secs_ago: Option<f64>,
-    /// Chunks and documents applied by catching up, and full rebuilds, since start.
-    pub rows_applied: u64,
-    pub documents_applied: u64,
-    pub rebuilds: u64,
+    /// The table version served, and what catching up with it did.
+    #[serde(flatten)]
+    pub following: sovrag_retrieve::FollowStats,
 }
 
 /// `None` for a local index.
-pub fn status(config: &Config, f: sovrag_retrieve::FollowStats) -> Option<StoreStatus> {
-    let uri = config.remote.clone()?;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+pub fn status(config: &Config, following: sovrag_retrieve::FollowStats) -> Option<StoreStatus> {
     Some(StoreStatus {
-        uri,
+        uri: config.remote.clone()?,
         role: match config.role {
             sovrag_retrieve::Role::Writer => "writer",
             sovrag_retrieve::Role::Reader => "replica",
         }
         .into(),
-        version: f.version,
-        checked_secs_ago: (f.last_check_unix_ms > 0)
-            .then(|| now_ms.saturating_sub(f.last_check_unix_ms) as f64 / 1000.0),
-        rows_applied: f.rows_applied,
-        documents_applied: f.documents_applied,
-        rebuilds: f.rebuilds,
+        following,
     })
 }
 

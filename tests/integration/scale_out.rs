@@ -61,6 +61,17 @@ fn node(endpoint: &str, uri: &str, own: &Path) -> Command {
     c
 }
 
+/// Runs a command that must fail; its stderr.
+fn refused(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "succeeded, but should not have: {err}"
+    );
+    err
+}
+
 /// What identifies each hit and its scores, best first (ties by place: two indexes built
 /// in different orders may break a tie differently), to compare two indexes' answers.
 fn ranked(out: &std::process::Output) -> Vec<(String, u64, u64, String)> {
@@ -102,13 +113,10 @@ fn an_index_on_s3_answers_as_the_same_index_on_disk() {
     ));
     assert!(written["chunks"].as_u64().unwrap() > 50, "{written}");
     // A bucket that is not there is named as such, before anything is written.
-    let out = node(&ep, "s3://no-such-bucket-here/kb", writer.path())
-        .args(["index", corpus])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err =
+        refused(node(&ep, "s3://no-such-bucket-here/kb", writer.path()).args(["index", corpus]));
     assert!(
-        !out.status.success() && err.contains("bucket no-such-bucket-here does not exist"),
+        err.contains("bucket no-such-bucket-here does not exist"),
         "{err}"
     );
     // The table is in the bucket: nothing of LanceDB's is in the writer's own folder.
@@ -177,15 +185,8 @@ fn a_writer_and_two_replicas_follow_one_table() {
 
     // One writer per prefix: a second one is refused, and says what to do instead.
     let other = tempfile::tempdir().unwrap();
-    let out = node(&ep, &uri, other.path())
-        .args(["index", d.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("already has a writer"),
-        "{err}"
-    );
+    let err = refused(node(&ep, &uri, other.path()).args(["index", d.to_str().unwrap()]));
+    assert!(err.contains("already has a writer"), "{err}");
     assert!(err.contains("--replica"), "{err}");
 
     let limit = Duration::from_secs(60);

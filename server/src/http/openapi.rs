@@ -287,6 +287,7 @@ pub(super) fn index_status() -> Value {
         ("rows_applied", integer()),
         ("documents_applied", integer()),
         ("rebuilds", integer()),
+        ("checks", integer()),
     ]);
     s
 }
