@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use sovrag_generate::{Answer, AskOptions, Generator, Passage};
+use sovrag_generate::Generator;
 use sovrag_ingest::chunk::{Chunker, doc_id, embed_text};
 use sovrag_ingest::embed::Embedder;
 use sovrag_ingest::extract::{Extractor, Isolation, Limits};
@@ -18,13 +18,13 @@ use sovrag_retrieve::{Change, ChunkRecord, Hit, SearchMode, StageTimes, Store};
 
 use crate::config::Config;
 
+mod answer;
 mod documents;
 mod models;
+mod verify;
+pub use answer::passage;
 pub use documents::DocumentText;
 pub use models::{ModelInfo, UnknownModel};
-
-/// The answer when nothing is indexed.
-const NOTHING_INDEXED: &str = "Nothing is indexed yet, so there is nothing to answer from. Run `sovrag index DIR` or `sovrag serve --watch DIR` first.";
 
 /// Where the problems of the last runs are kept, in the data dir.
 const PROBLEMS_FILE: &str = "problems.json";
@@ -171,14 +171,6 @@ pub struct Status {
 pub struct Progress {
     pub done: usize,
     pub total: usize,
-}
-
-/// What `verify` found: the index compared with the stores' own invariants and the files.
-#[derive(Debug, Default, Serialize)]
-pub struct Verification {
-    pub files: usize,
-    pub chunks: usize,
-    pub violations: Vec<String>,
 }
 
 impl Engine {
@@ -516,75 +508,6 @@ impl Engine {
             .cloned()
     }
 
-    /// Answers `question` from the `k` best passages with the generator `model` names
-    /// (`None`: the default); `on_token` sees the answer as it streams.
-    pub async fn ask(
-        &self,
-        question: &str,
-        k: usize,
-        model: Option<&str>,
-        opts: AskOptions,
-        on_token: impl FnMut(&str) + Send + 'static,
-    ) -> Result<Answer> {
-        let hits = self.query(question, k).await?;
-        let passages = hits.into_iter().map(passage).collect();
-        self.answer(question, passages, model, opts, on_token).await
-    }
-
-    /// Answers `question` from `passages` (see [`Engine::ask`]).
-    pub async fn answer(
-        &self,
-        question: &str,
-        passages: Vec<Passage>,
-        model: Option<&str>,
-        opts: AskOptions,
-        mut on_token: impl FnMut(&str) + Send + 'static,
-    ) -> Result<Answer> {
-        if passages.is_empty() {
-            // Nothing indexed: say so rather than let the model answer from nothing.
-            let answer = Answer {
-                id: None,
-                answer: NOTHING_INDEXED.into(),
-                citations: Vec::new(),
-                dropped_markers: Vec::new(),
-                passages_used: 0,
-                passages_left_out: 0,
-                prompt_tokens: 0,
-                generated_tokens: 0,
-                stop_reason: sovrag_generate::StopReason::EndOfText,
-                abstained: true,
-                sources: Vec::new(),
-                json: None,
-                verification: None,
-                null_probability: None,
-                timings: sovrag_generate::Timings::default(),
-            };
-            on_token(&answer.answer);
-            return Ok(answer);
-        }
-        let generator = self.generator_for(model).await?;
-        let model = model.map_or_else(|| self.default_model(), str::to_owned);
-        let q = question.to_string();
-        // Indexing pauses between batches while the answer is written: the two would share
-        // the cores, and decoding suffers most (see `Embedder::foreground`).
-        let embedder = self.embedder.get().cloned();
-        let _foreground = embedder.as_deref().map(Embedder::foreground);
-        let (mut answer, passages) = tokio::task::spawn_blocking(move || {
-            let a = generator.answer(&q, &passages, &opts, &mut on_token)?;
-            anyhow::Ok((a, passages))
-        })
-        .await??;
-        crate::usage::answered(&model, answer.prompt_tokens, answer.generated_tokens);
-        if self.config.answer_log {
-            match self.answers.keep(question, &model, &passages, &answer) {
-                Ok(id) => answer.id = Some(id),
-                // The answer is worth more than its log entry.
-                Err(e) => tracing::warn!("answer log: {e:#}"),
-            }
-        }
-        Ok(answer)
-    }
-
     /// Keeps the problems for `status`. Losing them costs only that listing, so a failure
     /// is logged, not returned.
     fn save_problems(&self, problems: &BTreeMap<String, String>) {
@@ -653,52 +576,6 @@ impl Engine {
             .expect("watching lock")
             .insert(path_key(root), how);
     }
-
-    /// Checks the index against itself and against the files under `roots`: the two stores
-    /// agree chunk for chunk with no duplicates, every indexable file is indexed with its
-    /// current content (hash, text and line spans) and nothing else is.
-    pub async fn verify(&self, roots: &[PathBuf]) -> Result<Verification> {
-        let audit = self.store.audit().await?;
-        let mut v = Verification {
-            chunks: audit.chunks.len(),
-            violations: audit.violations,
-            ..Default::default()
-        };
-        let mut by_path: HashMap<&str, Vec<&ChunkRecord>> = HashMap::new();
-        for c in &audit.chunks {
-            by_path.entry(c.path.as_str()).or_default().push(c);
-        }
-        let mut roots_c = Vec::new();
-        let mut seen = HashSet::new();
-        for r in roots {
-            let r = std::fs::canonicalize(r).with_context(|| format!("{}", r.display()))?;
-            for f in walk::files(&r) {
-                let key = path_key(&f);
-                v.files += 1;
-                let chunks = by_path.get(key.as_str()).cloned().unwrap_or_default();
-                seen.insert(key.clone());
-                match load::load_document(&f, self.config.max_file_bytes, &self.extractor) {
-                    Ok(doc) => check_file(&key, &doc, &chunks, &mut v.violations),
-                    Err(e) if !chunks.is_empty() => v
-                        .violations
-                        .push(format!("{key}: not indexable ({e}) but has chunks")),
-                    Err(_) => {}
-                }
-            }
-            roots_c.push(r);
-        }
-        let mut orphans: Vec<&str> = by_path
-            .keys()
-            .filter(|p| !seen.contains(**p) && roots_c.iter().any(|r| Path::new(p).starts_with(r)))
-            .copied()
-            .collect();
-        orphans.sort();
-        for p in orphans {
-            v.violations
-                .push(format!("{p}: indexed but not an indexable file on disk"));
-        }
-        Ok(v)
-    }
 }
 
 /// The problems kept by the last run in `data_dir`; none if there are none or they cannot be
@@ -726,64 +603,12 @@ pub fn extractor(config: &Config, cached: bool) -> Result<Extractor> {
     ))
 }
 
-/// Compares one file's stored chunks with its current content (see [`Engine::verify`]).
-fn check_file(key: &str, doc: &load::Document, chunks: &[&ChunkRecord], out: &mut Vec<String>) {
-    if chunks.is_empty() {
-        out.push(format!("{key}: on disk but not indexed"));
-        return;
-    }
-    if let Some(c) = chunks.iter().find(|c| c.content_hash != doc.content_hash) {
-        out.push(format!(
-            "{key}: indexed content {} is stale (file is {})",
-            c.content_hash, doc.content_hash
-        ));
-        return;
-    }
-    // Split as the chunker counts lines (on \n), so a CRLF file's chunks still match.
-    let lines: Vec<&str> = doc.text.split('\n').collect();
-    let mut covered = vec![false; lines.len()];
-    for c in chunks {
-        let (s, e) = (c.start_line as usize, c.end_line as usize);
-        if s == 0 || e < s || e > lines.len() {
-            out.push(format!(
-                "{key}: chunk {} has lines {s}-{e} of {}",
-                c.chunk_id,
-                lines.len()
-            ));
-            continue;
-        }
-        if !lines[s - 1..e].join("\n").contains(c.text.trim()) {
-            out.push(format!(
-                "{key}: chunk {} text is not at lines {s}-{e}",
-                c.chunk_id
-            ));
-        }
-        covered[s - 1..e].iter_mut().for_each(|x| *x = true);
-    }
-    if let Some(i) = (0..lines.len()).find(|&i| !covered[i] && !lines[i].trim().is_empty()) {
-        out.push(format!("{key}: line {} is in no chunk", i + 1));
-    }
-}
-
 /// What the index holds at the start of a sync, read once and shared by its batches.
 struct Indexed {
     /// `path → content hash` of every indexed document.
     hash_of: HashMap<String, String>,
     /// Every indexed content hash (a moved file is found by its content).
     hashes: HashSet<String>,
-}
-
-/// A search hit as the generator takes it.
-pub fn passage(h: Hit) -> Passage {
-    Passage {
-        path: h.path,
-        doc_id: h.doc_id,
-        start_line: h.start_line,
-        end_line: h.end_line,
-        text: h.text,
-        page: h.location.page,
-        section: h.location.section,
-    }
 }
 
 /// How a path is stored: absolute, as the file system gave it.
