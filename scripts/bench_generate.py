@@ -17,7 +17,7 @@ Setup:  python3 -m venv /tmp/naiverag && /tmp/naiverag/bin/pip install xllamacpp
 Usage:  /tmp/naiverag/bin/python scripts/bench_generate.py --sovrag target/release/sovrag \\
           [--gguf ~/.cache/sovrag/models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf] [--threads 2]
 """
-import argparse, glob, json, os, subprocess, sys, tempfile, urllib.request
+import argparse, glob, json, os, shutil, subprocess, sys, tempfile, urllib.request
 
 import xllamacpp
 
@@ -81,12 +81,14 @@ try:
                                  'temperature': 0, 'cache_prompt': False})['timings']
         row = {
             'question': q, 'prompt_tokens': n_prompt, 'generated_tokens': n_gen,
+            'sovrag_prefill_s': t['prefill_seconds'], 'sovrag_decode_s': t['decode_seconds'],
+            'server_prefill_s': r['prompt_ms'] / 1000, 'server_decode_s': r['predicted_ms'] / 1000,
             'sovrag_prefill_tok_s': n_prompt / t['prefill_seconds'],
             'sovrag_decode_tok_s': n_gen / t['decode_seconds'],
             'sovrag_grammar_share': t['grammar_seconds'] / t['decode_seconds'],
             'server_prompt_tokens': r['prompt_n'], 'server_generated_tokens': r['predicted_n'],
-            'server_prefill_tok_s': r['prompt_per_second'],
-            'server_decode_tok_s': r['predicted_per_second'],
+            'server_prefill_tok_s': r['prompt_n'] / (r['prompt_ms'] / 1000),
+            'server_decode_tok_s': r['predicted_n'] / (r['predicted_ms'] / 1000),
         }
         rows.append(row)
         print(f"{n_prompt:4d} prompt / {n_gen:3d} generated tokens: prefill sovrag "
@@ -95,6 +97,7 @@ try:
               f"{row['server_decode_tok_s']:5.1f} tok/s", file=sys.stderr)
 finally:
     del server
+    shutil.rmtree(data, ignore_errors=True)
 
 if not rows:
     sys.exit('no question was answered with decoding; nothing to compare')
@@ -102,9 +105,10 @@ if not rows:
 
 def total(side, kind):
     # Tokens over seconds across all questions, not a mean of rates.
-    tok = sum(r['prompt_tokens' if kind == 'prefill' else 'generated_tokens'] for r in rows)
-    return tok / sum((r['prompt_tokens'] if kind == 'prefill' else r['generated_tokens'])
-                     / r[f'{side}_{kind}_tok_s'] for r in rows)
+    tokens = 'prompt_tokens' if kind == 'prefill' else 'generated_tokens'
+    if side == 'server':
+        tokens = 'server_' + tokens
+    return sum(r[tokens] for r in rows) / sum(r[f'{side}_{kind}_s'] for r in rows)
 
 
 summary = {
