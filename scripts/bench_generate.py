@@ -89,7 +89,6 @@ try:
         prompt = post('/detokenize', {'tokens': guide_tokens[:n_prompt]})['content']
         r = post('/completion', {'prompt': prompt, 'n_predict': n_gen + 1, 'ignore_eos': True,
                                  'temperature': 0, 'cache_prompt': False})['timings']
-        server_passes = r['predicted_n'] - 1
         row = {
             'question': q, 'prompt_tokens': n_prompt, 'generated_tokens': n_gen,
             'sovrag_prefill_s': t['prefill_seconds'], 'sovrag_decode_s': t['decode_seconds'],
@@ -98,9 +97,9 @@ try:
             'sovrag_decode_tok_s': n_gen / t['decode_seconds'],
             'sovrag_grammar_s': t['grammar_seconds'],
             'sovrag_grammar_share': t['grammar_seconds'] / t['decode_seconds'],
-            'server_prompt_tokens': r['prompt_n'], 'server_generated_tokens': server_passes,
+            'server_prompt_tokens': r['prompt_n'], 'server_decode_passes': r['predicted_n'] - 1,
             'server_prefill_tok_s': r['prompt_n'] / (r['prompt_ms'] / 1000),
-            'server_decode_tok_s': server_passes / (r['predicted_ms'] / 1000),
+            'server_decode_tok_s': (r['predicted_n'] - 1) / (r['predicted_ms'] / 1000),
         }
         rows.append(row)
         print(f"{n_prompt:4d} prompt / {n_gen:3d} generated tokens: prefill sovrag "
@@ -117,9 +116,9 @@ if not rows:
 
 def total(side, kind):
     # Tokens over seconds across all questions, not a mean of rates.
-    tokens = 'prompt_tokens' if kind == 'prefill' else 'generated_tokens'
-    if side == 'server':
-        tokens = 'server_' + tokens
+    tokens = {('sovrag', 'prefill'): 'prompt_tokens', ('sovrag', 'decode'): 'generated_tokens',
+              ('server', 'prefill'): 'server_prompt_tokens',
+              ('server', 'decode'): 'server_decode_passes'}[side, kind]
     return sum(r[tokens] for r in rows) / sum(r[f'{side}_{kind}_s'] for r in rows)
 
 

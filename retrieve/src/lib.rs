@@ -747,14 +747,16 @@ impl Store {
                 let t = Instant::now();
                 // The chunk and document indexes are searched at once: at a million chunks
                 // each takes about 25 ms, and this thread would otherwise wait out both.
-                let found = std::thread::scope(|s| {
+                // A panic there is passed on, to end this task as any BM25 panic does.
+                let (chunks, docs) = std::thread::scope(|s| {
                     let docs = s.spawn(|| text.search_docs(&query, depth));
                     let chunks = text.search(&query, depth);
-                    let docs = docs
-                        .join()
-                        .map_err(|_| Error::Invalid("the document search panicked".into()))?;
-                    Ok::<_, Error>((chunks?, docs?))
-                })?;
+                    (
+                        chunks,
+                        docs.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                    )
+                });
+                let found = (chunks?, docs?);
                 Ok::<_, Error>((found, t.elapsed()))
             })
         });

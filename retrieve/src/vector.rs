@@ -25,9 +25,9 @@ const KEEP_VERSIONS: lancedb::table::Duration = lancedb::table::Duration::minute
 /// The name LanceDB gives the vector column's index.
 const VECTOR_INDEX: &str = "vector_idx";
 /// IVF partitions an approximate search looks in. The PQ codes sit in memory and are cheap to
-/// scan, so probing more partitions costs the vector side little (32 to 128 probes: p50 36.6 to
-/// 40.4 ms at 1,000,000 chunks on 2 cores) and lifts recall@10 against exact search from 0.93
-/// to 0.97-0.98 (`sovrag eval --scale-bench`, with [`REFINE_FACTOR`] 2-3).
+/// scan, so probing more partitions costs little: at 1,000,000 chunks on 2 cores, with
+/// [`REFINE_FACTOR`] 3, going from 32 to 128 probes took hybrid p50 from 39 to 44 ms and
+/// recall@10 against exact search from 0.93 to 0.98 (`sovrag eval --scale-bench`).
 const NPROBES: usize = 128;
 /// An approximate search ranks this many times `limit` candidates by their compressed
 /// vectors, then reranks them by the full vectors: the result's order is exact. The full
@@ -38,9 +38,9 @@ const NPROBES: usize = 128;
 /// together: on the tight synthetic clusters of this crate's index test it found 179-189 of
 /// the exact 200, against 194-199 at 3.
 ///
-/// IVF-SQ (a byte per dimension, no refine step) was tried in its place: at 1,000,000 chunks
-/// its hybrid p50 was 51.6 ms against 60.8 here, but recall@10 0.940 (0.966 on another
-/// collection), under the 0.95 this index is held to; it builds in a third of the time.
+/// IVF-SQ (a byte per dimension, no refine step) was tried in place of IVF-PQ: at 1,000,000
+/// chunks its hybrid p50 was 51.6 ms against IVF-PQ's 60.8 on the same machine, but its
+/// recall@10 was 0.940 (0.966 on another collection), under the 0.95 this index is held to.
 const REFINE_FACTOR: u32 = 3;
 
 /// PQ sub-vectors: [`EMBEDDING_DIM`] / 8.
