@@ -391,8 +391,10 @@ async fn serve(mut config: Config, replica: bool) -> Result<()> {
         (reconcile_secs > 0).then(|| std::time::Duration::from_secs(reconcile_secs));
     for root in roots {
         let e = engine.clone();
+        let starting = engine.work_ahead(crate::engine::Work::Reconcile);
         tokio::spawn(async move {
-            if let Err(err) = crate::watch::watch(e, root.clone(), reconcile_every).await {
+            if let Err(err) = crate::watch::watch(e, root.clone(), reconcile_every, starting).await
+            {
                 tracing::error!("{err:#}");
             }
         });

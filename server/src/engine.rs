@@ -79,13 +79,14 @@ pub enum Work {
     Reconcile,
 }
 
-/// Marks work as running until dropped (also on error paths).
-pub struct WorkGuard<'a> {
-    engine: &'a Engine,
+/// Marks work as running until dropped (also on error paths). `E` is how the guard holds
+/// the engine: a borrow for work done in place, an `Arc` for work a spawned task will do.
+pub struct WorkGuard<E: std::ops::Deref<Target = Engine>> {
+    engine: E,
     kind: Work,
 }
 
-impl Drop for WorkGuard<'_> {
+impl<E: std::ops::Deref<Target = Engine>> Drop for WorkGuard<E> {
     fn drop(&mut self) {
         let mut a = self.engine.activity();
         match self.kind {
@@ -549,13 +550,27 @@ impl Engine {
     }
 
     /// Marks work as running (shown in status) until the guard is dropped.
-    pub fn work(&self, kind: Work) -> WorkGuard<'_> {
+    pub fn work(&self, kind: Work) -> WorkGuard<&Engine> {
+        self.count_work(kind);
+        WorkGuard { engine: self, kind }
+    }
+
+    /// [`Engine::work`] for work a task will start later: status shows it from now, so
+    /// nobody sees the engine idle before the task has begun.
+    pub fn work_ahead(self: &Arc<Self>, kind: Work) -> WorkGuard<Arc<Engine>> {
+        self.count_work(kind);
+        WorkGuard {
+            engine: self.clone(),
+            kind,
+        }
+    }
+
+    fn count_work(&self, kind: Work) {
         let mut a = self.activity();
         match kind {
             Work::Sync => a.syncs += 1,
             Work::Reconcile => a.reconciles += 1,
         }
-        WorkGuard { engine: self, kind }
     }
 
     /// Counts `n` more changed paths waiting to be applied (several watchers share this).

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use notify_debouncer_full::notify::{ErrorKind, EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, DebouncedEvent, new_debouncer};
 
-use crate::engine::{Engine, Work};
+use crate::engine::{Engine, Work, WorkGuard};
 
 /// Long enough to fold an editor's write-rename-chmod burst into one change, short enough
 /// that a saved file is searchable within a second.
@@ -21,6 +21,9 @@ const LIMIT_HINT: &str = "the OS limit on file watches was reached; raise it wit
 
 /// Watches `root` (canonical) and applies its changes until the process ends. Reconciles
 /// the folder once at start, after the watch is in place, so no change can fall in between.
+/// `starting` (from [`Engine::work_ahead`], taken before the server answers) is let go once
+/// that reconcile is done: until then status says the folder is being indexed, never idle
+/// with nothing in it.
 ///
 /// `reconcile_every` re-walks the folder as a safety net (`None`: only when needed). When
 /// the OS refuses more watches, the folder is reconciled every 30 s instead, so changes in
@@ -29,6 +32,7 @@ pub async fn watch(
     engine: Arc<Engine>,
     root: PathBuf,
     reconcile_every: Option<Duration>,
+    starting: WorkGuard<Arc<Engine>>,
 ) -> Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<DebounceEventResult>();
     // Paths are counted as queued from the moment the debouncer hands them over, so status
@@ -52,6 +56,7 @@ pub async fn watch(
         limit_reached(&engine, &root);
     }
     reconcile(&engine, &root, "start-up").await;
+    drop(starting);
 
     let period = |limited: bool| {
         if limited {
