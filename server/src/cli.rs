@@ -116,6 +116,10 @@ pub enum Command {
         /// search against exact search, hybrid p50/p99, write and index-build time, memory.
         #[arg(long, value_name = "N,N,...", value_delimiter = ',')]
         scale_bench: Vec<usize>,
+        /// With --scale-bench: keep the synthetic store in DIR and grow it from there on the
+        /// next run (made from the same --data-dir), instead of writing every chunk again.
+        #[arg(long, value_name = "DIR", requires = "scale_bench")]
+        scale_dir: Option<PathBuf>,
     },
     /// Show what is indexed; asks the running server (at --bind) first, for its queue,
     /// activity and per-file problems.

@@ -129,6 +129,7 @@ async fn command(config: Config, command: Command) -> Result<()> {
             run_out,
             embed_bench,
             scale_bench,
+            scale_dir,
         } => match (qa, beir) {
             (Some(dir), _) => {
                 let opts = crate::eval::qa::QaOptions {
@@ -141,7 +142,8 @@ async fn command(config: Config, command: Command) -> Result<()> {
                 crate::eval::qa::run(config, &dir, opts, json).await
             }
             (None, Some(beir)) if !scale_bench.is_empty() => {
-                crate::eval::scale::run(config, &beir, &scale_bench, json).await
+                crate::eval::scale::run(config, &beir, &scale_bench, scale_dir.as_deref(), json)
+                    .await
             }
             (None, Some(beir)) => match embed_bench {
                 Some(n) => crate::eval::embed_bench(config, &beir, n, json).await,

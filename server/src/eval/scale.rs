@@ -132,7 +132,15 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted.get(i).map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
 }
 
-pub async fn run(config: Config, beir: &Path, sizes: &[usize], json: bool) -> Result<()> {
+/// `keep_in`: the synthetic store's folder, kept after the run and grown from on the next
+/// (a temporary folder, removed at the end, without it).
+pub async fn run(
+    config: Config,
+    beir: &Path,
+    sizes: &[usize],
+    keep_in: Option<&Path>,
+    json: bool,
+) -> Result<()> {
     let source = {
         let store = Store::open(&config.data_dir)
             .await
@@ -140,7 +148,9 @@ pub async fn run(config: Config, beir: &Path, sizes: &[usize], json: bool) -> Re
         let docs = store.documents().await?;
         // By path only: by path and hash, each chunk would come twice.
         let paths: Vec<&str> = docs.keys().map(String::as_str).collect();
-        let chunks = store.chunks_of(&paths, &[]).await?;
+        let mut chunks = store.chunks_of(&paths, &[]).await?;
+        // In a fixed order: chunk i of the synthetic store is made from source chunk i.
+        chunks.sort_unstable_by(|a, b| a.chunk_id.cmp(&b.chunk_id));
         anyhow::ensure!(
             chunks.len() >= 1000,
             "--scale-bench needs an index of at least 1,000 chunks at --data-dir (it has {})",
@@ -175,19 +185,44 @@ pub async fn run(config: Config, beir: &Path, sizes: &[usize], json: bool) -> Re
     })
     .await??;
 
-    let dir = std::env::temp_dir().join(format!("sovrag-scale-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = match keep_in {
+        Some(d) => d.to_path_buf(),
+        None => std::env::temp_dir().join(format!("sovrag-scale-bench-{}", std::process::id())),
+    };
+    // Chunk i is a function of i and the source: a kept store made from the same source
+    // holds chunks 0..n, and is grown from n. Any other is written again.
+    let made_from = format!(
+        "{} source chunks, {} sentences, chunks in chunk id order\n",
+        source.vectors.len(),
+        source.sentences.iter().map(Vec::len).sum::<usize>()
+    );
+    let stamp = dir.join("sovrag-scale-bench.source");
+    if keep_in.is_none() || std::fs::read_to_string(&stamp).ok().as_deref() != Some(&made_from) {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     let store = Store::open(&dir).await?;
+    if keep_in.is_some() {
+        std::fs::write(&stamp, &made_from)
+            .with_context(|| format!("writing {}", stamp.display()))?;
+    }
+    let mut written = store.counts().await?.1;
     eprintln!(
-        "scale bench: {} source chunks, {} questions, store in {}",
+        "scale bench: {} source chunks, {} questions, store in {} ({written} chunks kept)",
         source.vectors.len(),
         questions.len(),
         dir.display()
     );
     let mut rows = Vec::new();
-    let mut written = 0usize;
     let mut sizes = sizes.to_vec();
     sizes.sort_unstable();
+    // A kept store larger than a size asked for cannot be measured at that size.
+    sizes.retain(|&s| {
+        let keep = s >= written;
+        if !keep {
+            eprintln!("scale bench: skipping {s} chunks: the kept store already holds {written}");
+        }
+        keep
+    });
     for &size in &sizes {
         let started = Instant::now();
         while written < size {
@@ -216,10 +251,13 @@ pub async fn run(config: Config, beir: &Path, sizes: &[usize], json: bool) -> Re
         let exact = exact_top10(&source, size, &vectors);
         let mut found = 0usize;
         let (mut hybrid, mut bm25, mut vector) = (Vec::new(), Vec::new(), Vec::new());
+        let mut dense = Vec::new();
         for ((q, v), want) in questions.iter().zip(&vectors).zip(&exact) {
+            let t = Instant::now();
             let (hits, _) = store
                 .search_timed(q, async { Ok(v.clone()) }, 10, SearchMode::Dense)
                 .await?;
+            dense.push(t.elapsed());
             found += hits.iter().filter(|h| want.contains(&h.path)).count();
             let t = Instant::now();
             let (_, times) = store
@@ -232,13 +270,15 @@ pub async fn run(config: Config, beir: &Path, sizes: &[usize], json: bool) -> Re
         hybrid.sort_unstable();
         bm25.sort_unstable();
         vector.sort_unstable();
+        dense.sort_unstable();
         let recall = found as f64 / (10 * questions.len()).max(1) as f64;
         let (p50, p99) = (percentile(&hybrid, 0.5), percentile(&hybrid, 0.99));
         let (bm25_p50, vector_p50) = (percentile(&bm25, 0.5), percentile(&vector, 0.5));
+        let dense_p50 = percentile(&dense, 0.5);
         let (rss, peak) = (rss_mb("VmRSS:"), rss_mb("VmHWM:"));
         if !json {
             println!(
-                "{size:>9} chunks: recall@10 {recall:.3}, hybrid p50 {p50:.1} ms p99 {p99:.1} ms (BM25 p50 {bm25_p50:.1}, vectors p50 {vector_p50:.1}), written {write_s:.0} s, housekeeping (index) {maintain_s:.0} s, RSS {rss:.0} MB (peak {peak:.0})"
+                "{size:>9} chunks: recall@10 {recall:.3}, hybrid p50 {p50:.1} ms p99 {p99:.1} ms (BM25 p50 {bm25_p50:.1}, vectors p50 {vector_p50:.1}; vector search alone p50 {dense_p50:.1}), written {write_s:.0} s, housekeeping (index) {maintain_s:.0} s, RSS {rss:.0} MB (peak {peak:.0})"
             );
         }
         rows.push(serde_json::json!({
@@ -248,6 +288,7 @@ pub async fn run(config: Config, beir: &Path, sizes: &[usize], json: bool) -> Re
             "hybrid_p99_ms": p99,
             "bm25_p50_ms": bm25_p50,
             "vector_p50_ms": vector_p50,
+            "vector_alone_p50_ms": dense_p50,
             "write_s": write_s,
             "housekeeping_s": maintain_s,
             "rss_mb": rss,
@@ -258,6 +299,8 @@ pub async fn run(config: Config, beir: &Path, sizes: &[usize], json: bool) -> Re
         println!("{}", serde_json::Value::Array(rows));
     }
     drop(store);
-    let _ = std::fs::remove_dir_all(&dir);
+    if keep_in.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(())
 }
