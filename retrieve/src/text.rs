@@ -404,8 +404,10 @@ impl TextIndex {
         )
     }
 
-    /// Sets the text of every hit that has none, looking the chunks up by id in one query.
-    pub fn fill_texts(&self, hits: &mut [Hit]) -> Result<()> {
+    /// Sets the text, path and lines of every hit that has no text (a vector hit), looking
+    /// the chunks up by id in one query. Returns the ids of those it could not find: chunks
+    /// the vector store holds and this index does not (yet).
+    pub fn fill_hits(&self, hits: &mut [Hit]) -> Result<Vec<String>> {
         let missing = any_of(
             self.fields.chunk_id,
             hits.iter()
@@ -414,7 +416,7 @@ impl TextIndex {
             IndexRecordOption::Basic,
         );
         if missing.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let n = missing.len();
         let searcher = self.chunks.reader.searcher();
@@ -422,20 +424,31 @@ impl TextIndex {
             &BooleanQuery::new(missing),
             &TopDocs::with_limit(n).order_by_score(),
         )?;
-        let mut texts = std::collections::HashMap::with_capacity(n);
+        let f = self.fields;
+        let mut stored = std::collections::HashMap::with_capacity(n);
         for (_, addr) in found {
             let d: TantivyDocument = searcher.doc(addr)?;
-            texts.insert(
-                stored_str(&d, self.fields.chunk_id),
-                stored_str(&d, self.fields.text),
+            let line = |field| d.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0) as u32;
+            stored.insert(
+                stored_str(&d, f.chunk_id),
+                (
+                    stored_str(&d, f.path),
+                    line(f.start_line),
+                    line(f.end_line),
+                    stored_str(&d, f.text),
+                ),
             );
         }
+        let mut unknown = Vec::new();
         for h in hits.iter_mut().filter(|h| h.text.is_empty()) {
-            if let Some(t) = texts.remove(&h.chunk_id) {
-                h.text = t;
+            match stored.remove(&h.chunk_id) {
+                Some((path, start, end, text)) => {
+                    (h.path, h.start_line, h.end_line, h.text) = (path, start, end, text)
+                }
+                None => unknown.push(h.chunk_id.clone()),
             }
         }
-        Ok(())
+        Ok(unknown)
     }
 
     /// The chunk id of every live document, in index order (for audits).

@@ -304,7 +304,12 @@ impl VectorStore {
         Ok(out)
     }
 
-    /// Nearest chunks by cosine similarity, best first.
+    /// Nearest chunks by cosine similarity, best first, as ids and scores: path, lines and
+    /// text are left empty for the caller to take from the text index for the hits it keeps.
+    ///
+    /// Each column selected here is read from the Lance files row by row, a read for each of
+    /// `limit` rows scattered over the table. At a million chunks, leaving out path, lines
+    /// and text took the vector side of a hybrid search from 54-60 to 43 ms p50 on 2 cores.
     pub async fn search(&self, vector: &[f32], limit: usize) -> Result<Vec<Hit>> {
         let batches: Vec<RecordBatch> = self
             .table
@@ -314,15 +319,7 @@ impl VectorStore {
             // Used only where the index exists; without it the scan is exact.
             .nprobes(NPROBES)?
             .refine_factor(REFINE_FACTOR)
-            .select(Select::columns(&[
-                "chunk_id",
-                "doc_id",
-                "path",
-                "start_line",
-                "end_line",
-                "text",
-                "_distance",
-            ]))
+            .select(Select::columns(&["chunk_id", "doc_id", "_distance"]))
             .limit(limit)
             .execute()
             .await?
@@ -334,23 +331,17 @@ impl VectorStore {
                 .column_by_name("_distance")
                 .ok_or_else(|| Error::Invalid("vector search returned no _distance".into()))?
                 .as_primitive::<Float32Type>();
-            let (chunk_id, doc_id, path, text) = (
-                string_col(b, "chunk_id")?,
-                string_col(b, "doc_id")?,
-                string_col(b, "path")?,
-                string_col(b, "text")?,
-            );
-            let (start, end) = (u32_col(b, "start_line")?, u32_col(b, "end_line")?);
+            let (chunk_id, doc_id) = (string_col(b, "chunk_id")?, string_col(b, "doc_id")?);
             for i in 0..b.num_rows() {
                 let similarity = 1.0 - dist.value(i);
                 hits.push(Hit {
                     location: Default::default(),
                     chunk_id: chunk_id.value(i).to_string(),
                     doc_id: doc_id.value(i).to_string(),
-                    path: path.value(i).to_string(),
-                    start_line: start.value(i),
-                    end_line: end.value(i),
-                    text: text.value(i).to_string(),
+                    path: String::new(),
+                    start_line: 0,
+                    end_line: 0,
+                    text: String::new(),
                     score: similarity,
                     bm25_score: None,
                     vector_score: Some(similarity),
