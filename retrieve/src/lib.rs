@@ -936,6 +936,59 @@ mod tests {
         }
     }
 
+    /// Above the in-memory copy's size, vector hits come from LanceDB as ids and scores; the
+    /// store fills in path, lines and text from tantivy, so a search answers the same, field
+    /// for field, as it does from memory.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn searches_from_lance_fill_in_what_lance_does_not_return() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        store
+            .apply(vec![
+                Change::Replace {
+                    path: "a.md".into(),
+                    chunks: vec![chunk("a.md", 0, "owls hunt at dusk", 1)],
+                },
+                Change::Replace {
+                    path: "b.md".into(),
+                    chunks: vec![
+                        chunk("b.md", 0, "wrens sing in the hedge", 2),
+                        chunk("b.md", 4, "gulls follow the boats", 3),
+                    ],
+                },
+            ])
+            .await
+            .unwrap();
+        let ask = |dir: usize, mode| {
+            let v = axis(dir);
+            let store = &store;
+            async move { store.search("gulls boats", &v, 3, mode).await }
+        };
+        let mut from_memory = Vec::new();
+        for (dir, mode) in [(3, SearchMode::Dense), (1, SearchMode::default())] {
+            from_memory.push(ask(dir, mode).await.unwrap());
+        }
+        assert_eq!(from_memory[0][0].path, "b.md");
+        assert_eq!(from_memory[0][0].start_line, 5);
+        assert_eq!(from_memory[0][0].text, "gulls follow the boats");
+        *store.resident_mut() = None;
+        for ((dir, mode), memory) in [(3, SearchMode::Dense), (1, SearchMode::default())]
+            .into_iter()
+            .zip(&from_memory)
+        {
+            let lance = ask(dir, mode).await.unwrap();
+            let fields = |hits: &[Hit]| -> Vec<(String, String, u32, u32, String)> {
+                hits.iter()
+                    .map(|h| {
+                        let (c, p, t) = (h.chunk_id.clone(), h.path.clone(), h.text.clone());
+                        (c, p, h.start_line, h.end_line, t)
+                    })
+                    .collect()
+            };
+            assert_eq!(fields(&lance), fields(memory), "{mode:?}");
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn vector_candidates_cover_as_many_documents_as_asked() {
         let dir = tempfile::tempdir().unwrap();
