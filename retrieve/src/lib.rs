@@ -903,6 +903,17 @@ mod tests {
         }
     }
 
+    /// A change storing `path` as chunks of (ordinal, text, the axis of its vector).
+    fn put(path: &str, chunks: &[(u32, &str, usize)]) -> Change {
+        Change::Replace {
+            path: path.into(),
+            chunks: chunks
+                .iter()
+                .map(|&(ord, text, dir)| chunk(path, ord, text, dir))
+                .collect(),
+        }
+    }
+
     /// The in-memory copy ranks exactly as LanceDB's own search does, and knows the same
     /// documents by the same content hashes.
     async fn memory_matches_lance(store: &Store) {
@@ -945,17 +956,14 @@ mod tests {
         let store = Store::open(dir.path()).await.unwrap();
         store
             .apply(vec![
-                Change::Replace {
-                    path: "a.md".into(),
-                    chunks: vec![chunk("a.md", 0, "owls hunt at dusk", 1)],
-                },
-                Change::Replace {
-                    path: "b.md".into(),
-                    chunks: vec![
-                        chunk("b.md", 0, "wrens sing in the hedge", 2),
-                        chunk("b.md", 4, "gulls follow the boats", 3),
+                put("a.md", &[(0, "owls hunt at dusk", 1)]),
+                put(
+                    "b.md",
+                    &[
+                        (0, "wrens sing in the hedge", 2),
+                        (4, "gulls follow the boats", 3),
                     ],
-                },
+                ),
             ])
             .await
             .unwrap();
@@ -1036,17 +1044,14 @@ mod tests {
         let store = Store::open(dir.path()).await.unwrap();
         store
             .apply(vec![
-                Change::Replace {
-                    path: "a.md".into(),
-                    chunks: vec![chunk("a.md", 0, "watching folders keeps them in sync", 1)],
-                },
-                Change::Replace {
-                    path: "b's.md".into(),
-                    chunks: vec![
-                        chunk("b's.md", 0, "install the models first", 2),
-                        chunk("b's.md", 1, "then build with cargo", 3),
+                put("a.md", &[(0, "watching folders keeps them in sync", 1)]),
+                put(
+                    "b's.md",
+                    &[
+                        (0, "install the models first", 2),
+                        (1, "then build with cargo", 3),
                     ],
-                },
+                ),
             ])
             .await
             .unwrap();
