@@ -219,6 +219,11 @@ fn stored_str(d: &TantivyDocument, field: Field) -> String {
         .unwrap_or_default()
 }
 
+/// A stored line number of a document (0 if absent).
+fn stored_u32(d: &TantivyDocument, field: Field) -> u32 {
+    d.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0) as u32
+}
+
 /// The `N` of a chunk id `doc:N` (chunks of a document in order).
 fn ordinal(chunk_id: &str) -> u32 {
     chunk_id
@@ -428,13 +433,12 @@ impl TextIndex {
         let mut stored = std::collections::HashMap::with_capacity(n);
         for (_, addr) in found {
             let d: TantivyDocument = searcher.doc(addr)?;
-            let line = |field| d.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0) as u32;
             stored.insert(
                 stored_str(&d, f.chunk_id),
                 (
                     stored_str(&d, f.path),
-                    line(f.start_line),
-                    line(f.end_line),
+                    stored_u32(&d, f.start_line),
+                    stored_u32(&d, f.end_line),
                     stored_str(&d, f.text),
                 ),
             );
@@ -580,14 +584,13 @@ impl TextIndex {
         for (score, addr) in top {
             let d: TantivyDocument = searcher.doc(addr)?;
             let s = |field| stored_str(&d, field);
-            let n = |field| d.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0) as u32;
             hits.push(Hit {
                 location: Default::default(),
                 chunk_id: s(f.chunk_id),
                 doc_id: s(f.doc_id),
                 path: s(f.path),
-                start_line: n(f.start_line),
-                end_line: n(f.end_line),
+                start_line: stored_u32(&d, f.start_line),
+                end_line: stored_u32(&d, f.end_line),
                 text: s(f.text),
                 score,
                 bm25_score: Some(score),

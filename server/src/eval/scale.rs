@@ -251,13 +251,13 @@ pub async fn run(
         let exact = exact_top10(&source, size, &vectors);
         let mut found = 0usize;
         let (mut hybrid, mut bm25, mut vector) = (Vec::new(), Vec::new(), Vec::new());
-        let mut dense = Vec::new();
+        let mut vector_alone = Vec::new();
         for ((q, v), want) in questions.iter().zip(&vectors).zip(&exact) {
             let t = Instant::now();
             let (hits, _) = store
                 .search_timed(q, async { Ok(v.clone()) }, 10, SearchMode::Dense)
                 .await?;
-            dense.push(t.elapsed());
+            vector_alone.push(t.elapsed());
             found += hits.iter().filter(|h| want.contains(&h.path)).count();
             let t = Instant::now();
             let (_, times) = store
@@ -270,15 +270,15 @@ pub async fn run(
         hybrid.sort_unstable();
         bm25.sort_unstable();
         vector.sort_unstable();
-        dense.sort_unstable();
+        vector_alone.sort_unstable();
         let recall = found as f64 / (10 * questions.len()).max(1) as f64;
         let (p50, p99) = (percentile(&hybrid, 0.5), percentile(&hybrid, 0.99));
         let (bm25_p50, vector_p50) = (percentile(&bm25, 0.5), percentile(&vector, 0.5));
-        let dense_p50 = percentile(&dense, 0.5);
+        let vector_alone_p50 = percentile(&vector_alone, 0.5);
         let (rss, peak) = (rss_mb("VmRSS:"), rss_mb("VmHWM:"));
         if !json {
             println!(
-                "{size:>9} chunks: recall@10 {recall:.3}, hybrid p50 {p50:.1} ms p99 {p99:.1} ms (BM25 p50 {bm25_p50:.1}, vectors p50 {vector_p50:.1}; vector search alone p50 {dense_p50:.1}), written {write_s:.0} s, housekeeping (index) {maintain_s:.0} s, RSS {rss:.0} MB (peak {peak:.0})"
+                "{size:>9} chunks: recall@10 {recall:.3}, hybrid p50 {p50:.1} ms p99 {p99:.1} ms (BM25 p50 {bm25_p50:.1}, vectors p50 {vector_p50:.1}; vector search alone p50 {vector_alone_p50:.1}), written {write_s:.0} s, housekeeping (index) {maintain_s:.0} s, RSS {rss:.0} MB (peak {peak:.0})"
             );
         }
         rows.push(serde_json::json!({
@@ -288,7 +288,7 @@ pub async fn run(
             "hybrid_p99_ms": p99,
             "bm25_p50_ms": bm25_p50,
             "vector_p50_ms": vector_p50,
-            "vector_alone_p50_ms": dense_p50,
+            "vector_alone_p50_ms": vector_alone_p50,
             "write_s": write_s,
             "housekeeping_s": maintain_s,
             "rss_mb": rss,
