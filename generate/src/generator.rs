@@ -666,7 +666,12 @@ impl<'m> Worker<'m> {
         let n = packed.passages.len();
         let tokens = self.tokenize(&packed.prompt);
         let n_ctx = usize::try_from(self.cfg.n_ctx).unwrap_or(usize::MAX);
-        self.make_room(tokens.len(), cap);
+        // The check sequence is emptied first, whatever room there is: cells it holds change
+        // where this prompt's new tokens land in the cache, and with that the last digits of
+        // p(null) (by 5% on the tiny model), so the same question would abstain or not
+        // depending on what was verified before it. Its cache only saves re-reading a
+        // verification's system message.
+        self.truncate(SEQ_CHECK, 0);
         let mut timings = Timings::default();
         let mut answer = blank_answer(n, packed.left_out, tokens.len());
         if tokens.len() >= n_ctx {
@@ -1702,6 +1707,38 @@ mod tests {
         assert!(!a.abstained, "{a:?}");
         assert!(a.generated_tokens > 0);
         assert!(a.json.expect("JSON")["answer"].is_string());
+    }
+
+    #[test]
+    fn a_short_answer_does_not_depend_on_what_was_asked_before() {
+        // Abstaining is a threshold on p(null): the same question over the same passages must
+        // read the same probability whatever the cache held before it. A generator of its
+        // own, so other tests' questions do not come between.
+        let g = Generator::load(config(tiny_path(), 2048)).expect("load");
+        let q = "Which port does the HTTP API listen on?";
+        let p_null = |q: &str, passages: &[Passage], opts: &AskOptions| {
+            g.answer(q, passages, opts, &mut |_| {})
+                .expect("answer")
+                .null_probability
+        };
+        let first = p_null(q, &docs(), &short(Some(1.1)));
+        assert!(first.is_some());
+        let mut other = docs();
+        other.rotate_left(1);
+        p_null("How is sovrag installed?", &other[..2], &short(Some(1.1)));
+        p_null(
+            "How do I watch another folder?",
+            &other,
+            &AskOptions::default(),
+        );
+        // Cells held by the second sequence (a verification's) between the two readings.
+        g.with_worker(|w| {
+            let t = w.tokenize("Is the statement supported by the passage? Answer yes or no.");
+            w.prefill(SEQ_CHECK, &t, &mut Timings::default())
+                .expect("prefill");
+            assert!(!w.cached[SEQ_CHECK].is_empty());
+        });
+        assert_eq!(p_null(q, &docs(), &short(Some(1.1))), first);
     }
 
     #[test]
