@@ -340,8 +340,9 @@ impl<'m> Worker<'m> {
     ) -> Result<Self> {
         let n_ctx = NonZeroU32::new(cfg.n_ctx)
             .ok_or_else(|| Error::Config("n_ctx must be positive".into()))?;
-        // Two sequences in one cache: answers, and verification questions, each keeping its
-        // own prefix (system message) between uses.
+        // Two sequences in one cache: answers, which keep their prefix (system message and
+        // examples) between questions, and verification questions, which keep theirs between
+        // the checks of one answer.
         let params = LlamaContextParams::default()
             .with_n_ctx(Some(n_ctx))
             .with_n_seq_max(2)
@@ -419,13 +420,14 @@ impl<'m> Worker<'m> {
         kept
     }
 
-    /// Empties the verification sequence where a prompt of `prompt` tokens and an answer of
-    /// up to `cap` would not fit beside it (its cache only saves re-reading a check prompt).
-    fn make_room(&mut self, prompt: usize, cap: u32) {
-        let n_ctx = usize::try_from(self.cfg.n_ctx).unwrap_or(usize::MAX);
-        if prompt + cap as usize + self.cached[SEQ_CHECK].len() + CONTEXT_MARGIN as usize > n_ctx {
-            self.truncate(SEQ_CHECK, 0);
-        }
+    /// Empties the verification sequence before a prompt is read into the answer's. Cells it
+    /// holds change where the prompt's new tokens land in the cache, and with that the last
+    /// digits of the logits (p(null) by 5% on the tiny model): the same question would then
+    /// abstain, or decode, differently depending on what was verified before it. It also
+    /// leaves the answer the whole context. Its cache only saves re-reading a verification's
+    /// short system message, which the checks of one answer still share.
+    fn empty_check(&mut self) {
+        self.truncate(SEQ_CHECK, 0);
     }
 
     /// Drops everything the cache holds (after a failure left it in an unknown state).
@@ -528,7 +530,7 @@ impl<'m> Worker<'m> {
             .map(|g| Constraint::new(self.model, g))
             .transpose()?;
         let tokens = self.tokenize(&packed.prompt);
-        self.make_room(tokens.len(), cap);
+        self.empty_check();
         let mut timings = Timings::default();
         let mut first_piece: Option<f64> = None;
         // Prose streams through the gate: only what the final answer will hold is sent.
@@ -666,12 +668,7 @@ impl<'m> Worker<'m> {
         let n = packed.passages.len();
         let tokens = self.tokenize(&packed.prompt);
         let n_ctx = usize::try_from(self.cfg.n_ctx).unwrap_or(usize::MAX);
-        // The check sequence is emptied first, whatever room there is: cells it holds change
-        // where this prompt's new tokens land in the cache, and with that the last digits of
-        // p(null) (by 5% on the tiny model), so the same question would abstain or not
-        // depending on what was verified before it. Its cache only saves re-reading a
-        // verification's system message.
-        self.truncate(SEQ_CHECK, 0);
+        self.empty_check();
         let mut timings = Timings::default();
         let mut answer = blank_answer(n, packed.left_out, tokens.len());
         if tokens.len() >= n_ctx {
@@ -964,7 +961,7 @@ impl<'m> Worker<'m> {
             return Ok((None, 0, 0));
         };
         let tokens = self.tokenize(&text);
-        self.make_room(tokens.len(), REWRITE_TOKENS);
+        self.empty_check();
         let constraint = Constraint::new(self.model, r#"root ::= [^\n]+"#)?;
         let mut timings = Timings::default();
         let out = self.generate(

@@ -102,8 +102,9 @@ pub struct Settings {
     pub abstain_threshold: Option<f32>,
     /// Show the model each passage as its sentences nearest the question, up to about this
     /// many words (0: whole passages). Reading the prompt is most of an answer's time on a
-    /// CPU: 45 makes the first token come about 40% sooner, but the model abstains less well
-    /// where the passages do not answer; citations and verification keep whole passages. [default: 0]
+    /// CPU: 45 brings the first token about 40% sooner, but the model abstains less well
+    /// where the passages do not answer; citations and verification keep whole passages.
+    /// [default: 0]
     #[arg(long, global = true, env = "SOVRAG_FOCUS_WORDS")]
     pub focus_words: Option<usize>,
     /// Seconds a PDF or office document may take to extract before its worker is killed
