@@ -25,6 +25,126 @@ const STOPWORDS: &[&str] = &[
     "while", "who", "will", "with", "would", "yes", "you", "your",
 ];
 
+/// Small words a short answer may leave out of, or add to, what it copies: "Mongolian,
+/// Tibetan, Chinese" copies "Mongolian, Tibetan, and Chinese".
+const LOOSE_WORDS: &[&str] = &["a", "an", "and", "the"];
+/// At most this many of them may differ between a phrase and what it copies.
+const MAX_LOOSE: usize = 2;
+
+/// Where a short answer's words were copied from: the span of a passage's own text that
+/// holds `phrase`'s words, in order, with case, punctuation and spacing aside and at most
+/// [`MAX_LOOSE`] of [`LOOSE_WORDS`] left out or added, and the passages that hold it (those
+/// of `cited` that do, or where none does, every passage that does, so the answer cites
+/// where its words are). `None` when no passage holds it: the phrase was not copied.
+///
+/// The answer then quotes the passage, not the model: a copy that lost a word of the list or
+/// a percent sign reads as the passage has it, and a changed word ("TEU" for "TFEU") is
+/// not a copy.
+pub(crate) fn copied(
+    passages: &[Passage],
+    phrase: &str,
+    cited: &[u32],
+) -> Option<(String, Vec<u32>)> {
+    let want: Vec<String> = word_spans(phrase).map(|(_, w)| w.to_lowercase()).collect();
+    if want.is_empty() {
+        return None;
+    }
+    let span = |k: u32| -> Option<String> {
+        let p = passages.get(usize::try_from(k).ok()?.checked_sub(1)?)?;
+        copied_span(&p.text, &want).map(str::to_owned)
+    };
+    let n = u32::try_from(passages.len()).unwrap_or(0);
+    let order: Vec<u32> = cited
+        .iter()
+        .copied()
+        .filter(|k| (1..=n).contains(k))
+        .chain(1..=n)
+        .collect();
+    let (text, first) = order.iter().find_map(|&k| span(k).map(|s| (s, k)))?;
+    let holding: Vec<u32> = if cited.contains(&first) {
+        cited
+            .iter()
+            .copied()
+            .filter(|&k| span(k).is_some())
+            .collect()
+    } else {
+        (1..=n).filter(|&k| span(k).is_some()).collect()
+    };
+    Some((text, holding))
+}
+
+/// The words of `text` (runs of letters and digits) with their byte ranges.
+fn word_spans(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, &str)> {
+    let mut start = None;
+    let mut out = Vec::new();
+    for (i, c) in text
+        .char_indices()
+        .chain(std::iter::once((text.len(), ' ')))
+    {
+        match (start, c.is_alphanumeric()) {
+            (None, true) => start = Some(i),
+            (Some(s), false) => {
+                out.push((s..i, &text[s..i]));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    out.into_iter()
+}
+
+/// The first span of `text` whose words are `want` (lowercase) as [`copied`] allows, from
+/// its first word to its last, with the marks that cling to either end ("$5", "61%", "C++").
+fn copied_span<'t>(text: &'t str, want: &[String]) -> Option<&'t str> {
+    let have: Vec<(std::ops::Range<usize>, String)> = word_spans(text)
+        .map(|(r, w)| (r, w.to_lowercase()))
+        .collect();
+    let loose = |w: &str| LOOSE_WORDS.contains(&w);
+    // A phrase may start with a small word the passage does not have ("the Mongols").
+    let lead = want.iter().take_while(|w| loose(w)).count().min(MAX_LOOSE);
+    for from in [0, lead] {
+        let Some(first) = want.get(from) else {
+            continue;
+        };
+        for start in (0..have.len()).filter(|&s| have[s].1 == *first) {
+            let (mut i, mut j, mut skipped, mut last) = (start, from, from, start);
+            while j < want.len() && skipped <= MAX_LOOSE {
+                if i < have.len() && have[i].1 == want[j] {
+                    (last, i, j) = (i, i + 1, j + 1);
+                } else if loose(&want[j]) {
+                    (j, skipped) = (j + 1, skipped + 1);
+                } else if i < have.len() && loose(&have[i].1) {
+                    (i, skipped) = (i + 1, skipped + 1);
+                } else {
+                    break;
+                }
+            }
+            if j == want.len() && skipped <= MAX_LOOSE {
+                return Some(&text[clinging(text, have[start].0.start, have[last].0.end)]);
+            }
+        }
+    }
+    None
+}
+
+/// `start..end` widened over the marks that belong to the words at either end ("$5",
+/// "61%", "C++").
+fn clinging(text: &str, start: usize, end: usize) -> std::ops::Range<usize> {
+    let clings = |c: &char| "%$€£¥+#°".contains(*c);
+    let before: usize = text[..start]
+        .chars()
+        .rev()
+        .take_while(clings)
+        .map(char::len_utf8)
+        .sum();
+    let after: usize = text[end..]
+        .chars()
+        .take_while(clings)
+        .map(char::len_utf8)
+        .sum();
+    start - before..end + after
+}
+
 /// Resolves the `[n]` markers of `answer` against `passages`, the passages
 /// that were in the prompt (`[n]` is `passages[n - 1]`).
 ///
@@ -379,6 +499,55 @@ mod tests {
             text: text.to_owned(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_short_answer_quotes_the_passage_it_copied() {
+        let ps = vec![
+            passage(
+                "a.md",
+                "The Yuan used Mongolian, Tibetan, and Chinese scripts.",
+            ),
+            passage(
+                "b.md",
+                "About 61% of voters (the TFEU article 294 procedure) cost $5 in C++.",
+            ),
+            passage(
+                "c.md",
+                "Mongolian, Tibetan, and Chinese were spoken at court.",
+            ),
+        ];
+        let quote = |phrase: &str, cited: &[u32]| copied(&ps, phrase, cited);
+        // A list that lost its "and" reads as the passage has it, cited where it is.
+        assert_eq!(
+            quote("Mongolian, Tibetan, Chinese", &[1]),
+            Some(("Mongolian, Tibetan, and Chinese".to_owned(), vec![1]))
+        );
+        // Uncited, or cited elsewhere: every passage that holds it.
+        assert_eq!(
+            quote("mongolian tibetan chinese", &[2]).map(|c| c.1),
+            Some(vec![1, 3])
+        );
+        // Marks that belong to a word come with it; case and quotes do not matter.
+        assert_eq!(quote("61", &[2]).map(|c| c.0), Some("61%".to_owned()));
+        assert_eq!(quote("$5", &[]).map(|c| c.0), Some("$5".to_owned()));
+        assert_eq!(quote("c++", &[2]).map(|c| c.0), Some("C++".to_owned()));
+        assert_eq!(
+            quote("\"the TFEU article 294\"", &[2]).map(|c| c.0),
+            Some("the TFEU article 294".to_owned())
+        );
+        // A small word added to the front is no obstacle.
+        assert_eq!(
+            quote("the Mongolian", &[1]).map(|c| c.0),
+            Some("Mongolian".to_owned())
+        );
+        // A changed word, a word split off another, or words out of order are no copy.
+        assert_eq!(quote("TEU article 294", &[2]), None);
+        assert_eq!(quote("Mongol", &[1]), None);
+        assert_eq!(quote("Chinese, Tibetan", &[1]), None);
+        // Nor are more small words than a copy loses, or no words at all.
+        assert_eq!(quote("the Yuan and the Mongolian", &[1]), None);
+        assert_eq!(quote("%", &[2]), None);
     }
 
     fn passages() -> Vec<Passage> {

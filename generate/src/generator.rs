@@ -711,22 +711,29 @@ impl<'m> Worker<'m> {
         let found = match phrase {
             Some(p) if opts.verify => {
                 let started = Instant::now();
-                let holding = span_citations(&packed.passages, &p, &cited);
+                let found = cite::copied(&packed.passages, &p, &cited);
                 answer.verification = Some(Verification {
                     checked: 1,
-                    dropped: if holding.is_empty() {
+                    dropped: if found.is_none() {
                         vec![p.clone()]
                     } else {
                         Vec::new()
                     },
-                    recited: usize::from(!holding.is_empty() && holding != cited),
+                    recited: usize::from(found.as_ref().is_some_and(|(_, h)| *h != cited)),
                     seconds: started.elapsed().as_secs_f64(),
                 });
-                if holding.is_empty() {
-                    tracing::info!(phrase = %p, "verification: the phrase is in no passage; abstaining");
-                    None
-                } else {
-                    Some((p, holding))
+                match found {
+                    None => {
+                        tracing::info!(phrase = %p, "verification: the phrase is in no passage; abstaining");
+                        None
+                    }
+                    Some((quote, holding)) => {
+                        // The answer quotes the passage: the words as it has them.
+                        if let Some(v) = answer.json.as_mut().and_then(|v| v.get_mut("answer")) {
+                            *v = serde_json::Value::from(quote.as_str());
+                        }
+                        Some((quote, holding))
+                    }
                 }
             }
             Some(p) => Some((p, cited)),
@@ -1167,32 +1174,6 @@ fn recite(passages: &[Passage], cited: &[u32], claim: &str) -> Option<u32> {
         .filter(|&(x, _)| x >= cite::LEXICAL_SUPPORTED)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, k)| k)
-}
-
-/// The passages that hold `phrase` (case and spacing aside): those of `cited` that do, or
-/// where none does, every passage that does, so that the answer cites where its words are.
-/// Empty when no passage holds it: the phrase was not copied, whatever it cites.
-fn span_citations(passages: &[Passage], phrase: &str, cited: &[u32]) -> Vec<u32> {
-    let norm = |t: &str| {
-        t.split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .to_lowercase()
-    };
-    let phrase = norm(phrase);
-    let holds = |k: u32| {
-        usize::try_from(k)
-            .ok()
-            .and_then(|k| passages.get(k.checked_sub(1)?))
-            .is_some_and(|p| norm(&p.text).contains(&phrase))
-    };
-    let of_cited: Vec<u32> = cited.iter().copied().filter(|&k| holds(k)).collect();
-    if !of_cited.is_empty() {
-        return of_cited;
-    }
-    (1..=u32::try_from(passages.len()).unwrap_or(0))
-        .filter(|&k| holds(k))
-        .collect()
 }
 
 /// The phrase (None for null, empty or unparsable) and the in-range citations of a short
@@ -1785,14 +1766,15 @@ mod tests {
     #[test]
     fn a_phrase_cites_the_passages_that_hold_it() {
         let ps = docs();
+        let holding = |phrase: &str, cited: &[u32]| cite::copied(&ps, phrase, cited).map(|c| c.1);
         // Cited where it is.
-        assert_eq!(span_citations(&ps, "port  8080", &[3]), vec![3]);
+        assert_eq!(holding("port  8080", &[3]), Some(vec![3]));
         // Cited elsewhere: re-cited where it is.
-        assert_eq!(span_citations(&ps, "port 8080", &[1]), vec![3]);
+        assert_eq!(holding("port 8080", &[1]), Some(vec![3]));
         // Uncited: found all the same.
-        assert_eq!(span_citations(&ps, "PORT 8080", &[]), vec![3]);
+        assert_eq!(holding("PORT 8080", &[]), Some(vec![3]));
         // Not copied from any passage: nothing holds it.
-        assert!(span_citations(&ps, "port 7878", &[3]).is_empty());
+        assert_eq!(holding("port 7878", &[3]), None);
     }
 
     #[test]
