@@ -128,7 +128,8 @@ fn copied_span<'t>(text: &'t str, want: &[String]) -> Option<&'t str> {
 }
 
 /// `start..end` widened over the marks that belong to the words at either end ("$5",
-/// "61%", "C++").
+/// "61%", "C++"), and over a bracket or quotation mark that closes one opened inside it
+/// ("Council (GPhC)", `services "for remuneration"`).
 fn clinging(text: &str, start: usize, end: usize) -> std::ops::Range<usize> {
     let clings = |c: &char| "%$€£¥+#°".contains(*c);
     let before: usize = text[..start]
@@ -142,7 +143,19 @@ fn clinging(text: &str, start: usize, end: usize) -> std::ops::Range<usize> {
         .take_while(clings)
         .map(char::len_utf8)
         .sum();
-    start - before..end + after
+    let (start, mut end) = (start - before, end + after);
+    for (open, close) in [('(', ')'), ('[', ']'), ('“', '”'), ('"', '"')] {
+        let inside = &text[start..end];
+        let opened = if open == close {
+            inside.matches(open).count() % 2 == 1
+        } else {
+            inside.matches(open).count() > inside.matches(close).count()
+        };
+        if opened && text[end..].starts_with(close) {
+            end += close.len_utf8();
+        }
+    }
+    start..end
 }
 
 /// Resolves the `[n]` markers of `answer` against `passages`, the passages
@@ -535,6 +548,19 @@ mod tests {
         assert_eq!(
             quote("\"the TFEU article 294\"", &[2]).map(|c| c.0),
             Some("the TFEU article 294".to_owned())
+        );
+        // A bracket or quotation mark opened inside the copy is closed as the passage has it.
+        let ps2 = vec![passage(
+            "c.md",
+            "The General Pharmaceutical Council (GPhC) registers people who give services \"for remuneration\".",
+        )];
+        assert_eq!(
+            copied(&ps2, "General Pharmaceutical Council (GPhC", &[1]).map(|c| c.0),
+            Some("General Pharmaceutical Council (GPhC)".to_owned())
+        );
+        assert_eq!(
+            copied(&ps2, "people who give services for remuneration", &[1]).map(|c| c.0),
+            Some("people who give services \"for remuneration\"".to_owned())
         );
         // A small word added to the front is no obstacle.
         assert_eq!(
