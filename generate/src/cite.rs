@@ -45,60 +45,40 @@ pub(crate) fn copied(
     phrase: &str,
     cited: &[u32],
 ) -> Option<(String, Vec<u32>)> {
-    let want: Vec<String> = word_spans(phrase).map(|(_, w)| w.to_lowercase()).collect();
+    let want: Vec<String> = words(phrase).collect();
     if want.is_empty() {
         return None;
     }
-    let span = |k: u32| -> Option<String> {
-        let p = passages.get(usize::try_from(k).ok()?.checked_sub(1)?)?;
-        copied_span(&p.text, &want).map(str::to_owned)
-    };
-    let n = u32::try_from(passages.len()).unwrap_or(0);
-    let order: Vec<u32> = cited
+    // Passage `k` (numbered from 1) and its copy of the phrase, where it holds one.
+    let spans: Vec<(u32, &str)> = (1..)
+        .zip(passages)
+        .filter_map(|(k, p)| Some((k, copied_span(&p.text, &want)?)))
+        .collect();
+    let of_cited: Vec<(u32, &str)> = spans
         .iter()
         .copied()
-        .filter(|k| (1..=n).contains(k))
-        .chain(1..=n)
+        .filter(|(k, _)| cited.contains(k))
         .collect();
-    let (text, first) = order.iter().find_map(|&k| span(k).map(|s| (s, k)))?;
-    let holding: Vec<u32> = if cited.contains(&first) {
-        cited
-            .iter()
-            .copied()
-            .filter(|&k| span(k).is_some())
-            .collect()
-    } else {
-        (1..=n).filter(|&k| span(k).is_some()).collect()
-    };
-    Some((text, holding))
+    let holding = if of_cited.is_empty() { spans } else { of_cited };
+    let text = holding.first()?.1.to_owned();
+    Some((text, holding.into_iter().map(|(k, _)| k).collect()))
 }
 
-/// The words of `text` (runs of letters and digits) with their byte ranges.
-fn word_spans(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, &str)> {
-    let mut start = None;
-    let mut out = Vec::new();
-    for (i, c) in text
-        .char_indices()
-        .chain(std::iter::once((text.len(), ' ')))
-    {
-        match (start, c.is_alphanumeric()) {
-            (None, true) => start = Some(i),
-            (Some(s), false) => {
-                out.push((s..i, &text[s..i]));
-                start = None;
-            }
-            _ => {}
-        }
-    }
-    out.into_iter()
+/// The words of `text` (runs of letters and digits), lowercase, with their byte ranges.
+fn word_spans(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, String)> + '_ {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(move |w| {
+            // `w` is a slice of `text`: its offset is where it starts.
+            let start = w.as_ptr() as usize - text.as_ptr() as usize;
+            (start..start + w.len(), w.to_lowercase())
+        })
 }
 
 /// The first span of `text` whose words are `want` (lowercase) as [`copied`] allows, from
 /// its first word to its last, with the marks that cling to either end ("$5", "61%", "C++").
 fn copied_span<'t>(text: &'t str, want: &[String]) -> Option<&'t str> {
-    let have: Vec<(std::ops::Range<usize>, String)> = word_spans(text)
-        .map(|(r, w)| (r, w.to_lowercase()))
-        .collect();
+    let have: Vec<(std::ops::Range<usize>, String)> = word_spans(text).collect();
     let loose = |w: &str| LOOSE_WORDS.contains(&w);
     // A phrase may start with a small word the passage does not have ("the Mongols").
     let lead = want.iter().take_while(|w| loose(w)).count().min(MAX_LOOSE);
@@ -415,9 +395,7 @@ pub(crate) fn sentences(text: &str) -> Vec<(usize, usize)> {
 }
 
 fn words(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
+    word_spans(text).map(|(_, w)| w)
 }
 
 fn content_words(sentence: &str) -> HashSet<String> {

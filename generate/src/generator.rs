@@ -711,18 +711,18 @@ impl<'m> Worker<'m> {
         let found = match phrase {
             Some(p) if opts.verify => {
                 let started = Instant::now();
-                let found = cite::copied(&packed.passages, &p, &cited);
+                let copy = cite::copied(&packed.passages, &p, &cited);
                 answer.verification = Some(Verification {
                     checked: 1,
-                    dropped: if found.is_none() {
+                    dropped: if copy.is_none() {
                         vec![p.clone()]
                     } else {
                         Vec::new()
                     },
-                    recited: usize::from(found.as_ref().is_some_and(|(_, h)| *h != cited)),
+                    recited: usize::from(copy.as_ref().is_some_and(|(_, h)| *h != cited)),
                     seconds: started.elapsed().as_secs_f64(),
                 });
-                match found {
+                match copy {
                     None => {
                         tracing::info!(phrase = %p, "verification: the phrase is in no passage; abstaining");
                         None
