@@ -82,7 +82,8 @@ fn copied_span<'t>(text: &'t str, want: &[String]) -> Option<&'t str> {
     let loose = |w: &str| LOOSE_WORDS.contains(&w);
     // A phrase may start with a small word the passage does not have ("the Mongols").
     let lead = want.iter().take_while(|w| loose(w)).count().min(MAX_LOOSE);
-    for from in [0, lead] {
+    // From the phrase's first word, then (where it leads with small words) from after them.
+    for from in std::iter::once(0).chain((lead > 0).then_some(lead)) {
         let Some(first) = want.get(from) else {
             continue;
         };

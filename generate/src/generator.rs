@@ -722,25 +722,21 @@ impl<'m> Worker<'m> {
                     recited: usize::from(copy.as_ref().is_some_and(|(_, h)| *h != cited)),
                     seconds: started.elapsed().as_secs_f64(),
                 });
-                match copy {
-                    None => {
-                        tracing::info!(phrase = %p, "verification: the phrase is in no passage; abstaining");
-                        None
-                    }
-                    Some((quote, holding)) => {
-                        // The answer quotes the passage: the words as it has them.
-                        if let Some(v) = answer.json.as_mut().and_then(|v| v.get_mut("answer")) {
-                            *v = serde_json::Value::from(quote.as_str());
-                        }
-                        Some((quote, holding))
-                    }
+                if copy.is_none() {
+                    tracing::info!(phrase = %p, "verification: the phrase is in no passage; abstaining");
                 }
+                // Verified, the answer quotes the passage: the words as it has them.
+                copy
             }
             Some(p) => Some((p, cited)),
             None => None,
         };
         match found {
             Some((p, cited)) => {
+                // The JSON says what the answer says (verified, the passage's own words).
+                if let Some(v) = answer.json.as_mut().and_then(|v| v.get_mut("answer")) {
+                    *v = serde_json::Value::from(p.as_str());
+                }
                 answer.answer = p;
                 answer.citations = cited
                     .iter()
