@@ -119,15 +119,26 @@ impl Tantivy {
 
     /// Runs `f` on the writer and commits, recording `lance_version` in the same atomic
     /// commit, so a reader can tell whether this index caught up with the vector store.
+    ///
+    /// With `fresh`, a new writer is made first. `delete_all_documents` needs one: it rewinds
+    /// the writer's opstamps to those of the writer's creation rather than of its last commit
+    /// (quickwit-oss/tantivy#2666), so on a writer that has deleted since, the documents
+    /// added after it rank as older than those deletes, and the next commit applies them to
+    /// the new documents (a replica's rebuild lost files it had removed and seen come back).
     fn with_writer<T>(
         &self,
         lance_version: u64,
+        fresh: bool,
         f: impl FnOnce(&mut IndexWriter) -> Result<T>,
     ) -> Result<T> {
         let mut guard = self
             .writer
             .lock()
             .map_err(|_| Error::Invalid("text index writer lock poisoned".into()))?;
+        if fresh {
+            // Dropping it waits for its threads and frees the directory lock.
+            *guard = None;
+        }
         if guard.is_none() {
             let w = self.index.writer(WRITER_MEMORY).map_err(|e| match e {
                 tantivy::TantivyError::LockFailure(..) => Error::Locked(self.dir.clone()),
@@ -306,11 +317,12 @@ impl TextIndex {
     fn with_writers(
         &self,
         lance_version: u64,
+        fresh: bool,
         chunks: impl FnOnce(&mut IndexWriter) -> Result<()>,
         docs: impl FnOnce(&mut IndexWriter) -> Result<()>,
     ) -> Result<()> {
-        self.chunks.with_writer(lance_version, chunks)?;
-        self.docs.with_writer(lance_version, docs)
+        self.chunks.with_writer(lance_version, fresh, chunks)?;
+        self.docs.with_writer(lance_version, fresh, docs)
     }
 
     /// One document-index entry per document among `chunks`: its title and its text
@@ -356,6 +368,7 @@ impl TextIndex {
     ) -> Result<()> {
         self.with_writers(
             lance_version,
+            false,
             |w| {
                 for path in paths {
                     w.delete_term(Term::from_field_text(self.fields.path, path));
@@ -404,6 +417,7 @@ impl TextIndex {
         };
         self.with_writers(
             lance_version,
+            false,
             |w| merge(&self.chunks.index, w),
             |w| merge(&self.docs.index, w),
         )
@@ -472,6 +486,7 @@ impl TextIndex {
     pub fn rebuild(&self, chunks: &[ChunkRecord], lance_version: u64) -> Result<()> {
         self.with_writers(
             lance_version,
+            true,
             |w| {
                 w.delete_all_documents()?;
                 for c in chunks {
@@ -670,6 +685,35 @@ mod tests {
         let ids = |d: &[DocScore]| d.iter().map(|d| d.doc_id.clone()).collect::<Vec<_>>();
         assert_eq!(ids(&after), ids(&before));
         assert_eq!(index.count(), 4);
+    }
+
+    #[test]
+    fn a_rebuild_keeps_what_this_writer_deleted_before() {
+        // A replica removes a document by path as it follows the table, then, far behind,
+        // rebuilds from the whole table with that document back in it, and goes on
+        // following. The document must stay: tantivy's `delete_all_documents` rewinds the
+        // opstamps of a writer to those of its creation, not of its last commit
+        // (quickwit-oss/tantivy#2666), so the documents a rebuild adds rank as older than
+        // the deletes made before it, and a later commit applies those to them.
+        let dir = tempfile::tempdir().unwrap();
+        let index = TextIndex::open(&dir.path().join("c"), &dir.path().join("d")).unwrap();
+        let (a, b) = (chunk("a", 0, "herons wade"), chunk("b", 0, "egrets nest"));
+        index
+            .replace(&["a.md", "b.md"], &[a.clone(), b.clone()], 1)
+            .unwrap();
+        index.replace(&["a.md"], &[], 2).unwrap();
+        index.rebuild(&[a, b], 3).unwrap();
+        for version in 4..10 {
+            let c = chunk("c", 0, &format!("ospreys {version}"));
+            index.replace(&["c.md"], &[c], version).unwrap();
+            assert_eq!(index.count(), 3, "after version {version}");
+            assert_eq!(index.search("herons", 10).unwrap().len(), 1, "{version}");
+            assert_eq!(
+                index.search_docs("herons", 10).unwrap().len(),
+                1,
+                "{version}"
+            );
+        }
     }
 
     #[test]
