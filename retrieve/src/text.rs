@@ -117,28 +117,29 @@ impl Tantivy {
             .ok()
     }
 
+    /// Drops the writer (waiting for its threads and freeing the directory lock), so the
+    /// next write makes a new one.
+    ///
+    /// `delete_all_documents` needs a new writer: it rewinds the writer's opstamps to those
+    /// of the writer's creation rather than of its last commit (quickwit-oss/tantivy#2666),
+    /// so on a writer that has deleted since, the documents added after it rank as older than
+    /// those deletes, and the next commit applies them to the new documents (a replica's
+    /// rebuild lost files it had removed and seen come back).
+    fn discard_writer(&self) {
+        *self.writer.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     /// Runs `f` on the writer and commits, recording `lance_version` in the same atomic
     /// commit, so a reader can tell whether this index caught up with the vector store.
-    ///
-    /// With `fresh`, a new writer is made first. `delete_all_documents` needs one: it rewinds
-    /// the writer's opstamps to those of the writer's creation rather than of its last commit
-    /// (quickwit-oss/tantivy#2666), so on a writer that has deleted since, the documents
-    /// added after it rank as older than those deletes, and the next commit applies them to
-    /// the new documents (a replica's rebuild lost files it had removed and seen come back).
     fn with_writer<T>(
         &self,
         lance_version: u64,
-        fresh: bool,
         f: impl FnOnce(&mut IndexWriter) -> Result<T>,
     ) -> Result<T> {
         let mut guard = self
             .writer
             .lock()
             .map_err(|_| Error::Invalid("text index writer lock poisoned".into()))?;
-        if fresh {
-            // Dropping it waits for its threads and frees the directory lock.
-            *guard = None;
-        }
         if guard.is_none() {
             let w = self.index.writer(WRITER_MEMORY).map_err(|e| match e {
                 tantivy::TantivyError::LockFailure(..) => Error::Locked(self.dir.clone()),
@@ -317,12 +318,11 @@ impl TextIndex {
     fn with_writers(
         &self,
         lance_version: u64,
-        fresh: bool,
         chunks: impl FnOnce(&mut IndexWriter) -> Result<()>,
         docs: impl FnOnce(&mut IndexWriter) -> Result<()>,
     ) -> Result<()> {
-        self.chunks.with_writer(lance_version, fresh, chunks)?;
-        self.docs.with_writer(lance_version, fresh, docs)
+        self.chunks.with_writer(lance_version, chunks)?;
+        self.docs.with_writer(lance_version, docs)
     }
 
     /// One document-index entry per document among `chunks`: its title and its text
@@ -368,7 +368,6 @@ impl TextIndex {
     ) -> Result<()> {
         self.with_writers(
             lance_version,
-            false,
             |w| {
                 for path in paths {
                     w.delete_term(Term::from_field_text(self.fields.path, path));
@@ -417,7 +416,6 @@ impl TextIndex {
         };
         self.with_writers(
             lance_version,
-            false,
             |w| merge(&self.chunks.index, w),
             |w| merge(&self.docs.index, w),
         )
@@ -484,9 +482,11 @@ impl TextIndex {
     }
 
     pub fn rebuild(&self, chunks: &[ChunkRecord], lance_version: u64) -> Result<()> {
+        // `delete_all_documents` below needs writers with no deletes of their own behind them.
+        self.chunks.discard_writer();
+        self.docs.discard_writer();
         self.with_writers(
             lance_version,
-            true,
             |w| {
                 w.delete_all_documents()?;
                 for c in chunks {
